@@ -1,0 +1,504 @@
+//! The entities of SPEC §1, as the store persists them and the services reason about them.
+//! Field names follow the original Aether's JSON where its names are sound, so its users feel
+//! at home; secrets never serialize (`#[serde(skip_serializing)]`).
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::format::ApiFormat;
+use crate::ids::*;
+use crate::money::{Multiplier, Usd};
+use crate::pricing::{CostBreakdown, TieredPricing, TokenUsage};
+use crate::ts::Timestamp;
+
+macro_rules! str_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),* }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$v),*];
+
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok(Self::$v),)*
+                    other => Err(format!(
+                        "unknown {} `{}` (expected one of: {})",
+                        stringify!($name),
+                        other,
+                        [$($s),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+str_enum!(Role { Admin => "admin", User => "user" });
+
+str_enum!(
+    /// How a user's quota renews.
+    QuotaPeriod { None => "none", Daily => "daily", Monthly => "monthly" }
+);
+
+str_enum!(
+    /// How a provider bills. Free-tier providers cost 0 actual.
+    BillingType { PayAsYouGo => "pay_as_you_go", MonthlyQuota => "monthly_quota", FreeTier => "free_tier" }
+);
+
+str_enum!(LedgerKind { TopUp => "topup", Charge => "charge", Refund => "refund", Adjustment => "adjustment" });
+
+str_enum!(IpAction { Allow => "allow", Block => "block" });
+
+str_enum!(
+    /// Usage record lifecycle: `pending → streaming → completed | failed`.
+    UsageStatus { Pending => "pending", Streaming => "streaming", Completed => "completed", Failed => "failed" }
+);
+
+str_enum!(
+    /// Attempt trace status.
+    TraceStatus {
+        Available => "available",
+        Pending => "pending",
+        Streaming => "streaming",
+        Success => "success",
+        Failed => "failed",
+        Skipped => "skipped",
+    }
+);
+
+str_enum!(AnnouncementKind { Info => "info", Warning => "warning", Maintenance => "maintenance", Important => "important" });
+
+/// An allow-list; `None` means "everything".
+pub type AllowList<T> = Option<Vec<T>>;
+
+/// A console/API account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub username: String,
+    #[serde(skip_serializing, default)]
+    pub password_hash: String,
+    pub role: Role,
+    pub is_active: bool,
+    /// `None` = unlimited.
+    pub quota_usd: Option<Usd>,
+    /// Spend in the current quota period.
+    pub used_usd: Usd,
+    /// Lifetime spend.
+    pub total_usd: Usd,
+    pub quota_period: QuotaPeriod,
+    pub period_started_at: Option<Timestamp>,
+    pub allowed_providers: AllowList<ProviderId>,
+    pub allowed_api_formats: AllowList<ApiFormat>,
+    pub allowed_models: AllowList<String>,
+    /// Model name (or glob) → capability names to require, e.g. `{"claude-opus-*": ["cache_1h"]}`.
+    pub model_capability_settings: BTreeMap<String, Vec<String>>,
+    pub last_login_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A gateway key. A user's key has `user_id`; a standalone key has none and a balance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub user_id: Option<UserId>,
+    #[serde(skip_serializing, default)]
+    pub key_hash: String,
+    /// Masked form for display, e.g. `sk-AbC…xyz1`.
+    pub key_display: String,
+    pub name: String,
+    pub is_active: bool,
+    pub is_standalone: bool,
+    /// Standalone keys: prepaid balance. Changed only through the ledger.
+    pub balance_usd: Usd,
+    pub expires_at: Option<Timestamp>,
+    pub auto_delete_on_expiry: bool,
+    pub allowed_providers: AllowList<ProviderId>,
+    pub allowed_api_formats: AllowList<ApiFormat>,
+    pub allowed_models: AllowList<String>,
+    pub force_capabilities: Vec<String>,
+    /// Requests per minute; `None` = unlimited.
+    pub rate_limit: Option<u32>,
+    pub concurrent_limit: Option<u32>,
+    pub total_requests: i64,
+    pub total_cost_usd: Usd,
+    pub last_used_at: Option<Timestamp>,
+    pub created_by: Option<UserId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One movement of a standalone key's balance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: LedgerId,
+    pub api_key_id: ApiKeyId,
+    pub kind: LedgerKind,
+    /// Signed: top-ups and refunds are positive, charges negative.
+    pub amount_usd: Usd,
+    pub balance_after_usd: Usd,
+    pub reason: Option<String>,
+    pub request_id: Option<RequestId>,
+    pub actor_id: Option<UserId>,
+    pub created_at: Timestamp,
+}
+
+/// An upstream vendor account or relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provider {
+    pub id: ProviderId,
+    /// Slug, unique.
+    pub name: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub website: Option<String>,
+    pub billing_type: BillingType,
+    /// Period quota in USD (`monthly_quota_usd` in the original).
+    pub quota_usd: Option<Usd>,
+    pub quota_used_usd: Usd,
+    /// Period length in days (`quota_reset_day` in the original).
+    pub quota_period_days: u32,
+    pub period_started_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub rpm_limit: Option<u32>,
+    /// Lower = preferred.
+    pub provider_priority: i32,
+    pub is_active: bool,
+    pub config: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Outbound proxy of an endpoint. The password is sealed at rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    /// `http://`, `https://` or `socks5://` host and port.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Sealed (`enc:v1:…`); never serialized to clients.
+    #[serde(default, skip_serializing)]
+    pub password_sealed: Option<String>,
+}
+
+/// One API format of a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub provider_id: ProviderId,
+    pub api_format: ApiFormat,
+    pub base_url: String,
+    pub custom_path: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    /// Seconds.
+    pub timeout: u32,
+    pub max_retries: u32,
+    pub max_concurrent: Option<u32>,
+    pub proxy: Option<ProxyConfig>,
+    pub is_active: bool,
+    pub config: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// An upstream credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderKey {
+    pub id: ProviderKeyId,
+    pub endpoint_id: EndpointId,
+    pub provider_id: ProviderId,
+    pub name: String,
+    pub note: Option<String>,
+    /// Sealed with the store cipher; never serialized.
+    #[serde(skip_serializing, default)]
+    pub secret_sealed: String,
+    /// SHA-256 of the plaintext, to find duplicates without decrypting every key.
+    #[serde(skip_serializing, default)]
+    pub secret_fingerprint: String,
+    /// Masked plaintext for display.
+    pub api_key_masked: String,
+    pub rate_multiplier: Multiplier,
+    pub internal_priority: i32,
+    pub global_priority: Option<i32>,
+    /// `None` = adaptive.
+    pub max_concurrent: Option<u32>,
+    /// Requests per minute.
+    pub rate_limit: Option<u32>,
+    pub allowed_models: AllowList<String>,
+    pub capabilities: Vec<String>,
+    pub cache_ttl_minutes: u32,
+    pub max_probe_interval_minutes: Option<u32>,
+    pub expires_at: Option<Timestamp>,
+    pub is_active: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What a model can do (`GlobalModel.config` in the original).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelCapabilities {
+    #[serde(default = "yes")]
+    pub streaming: bool,
+    #[serde(default)]
+    pub vision: bool,
+    #[serde(default)]
+    pub function_calling: bool,
+    #[serde(default)]
+    pub extended_thinking: bool,
+    #[serde(default)]
+    pub image_generation: bool,
+    #[serde(default)]
+    pub context_limit: Option<u64>,
+    #[serde(default)]
+    pub output_limit: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ModelCapabilities {
+    fn default() -> Self {
+        Self {
+            streaming: true,
+            vision: false,
+            function_calling: false,
+            extended_thinking: false,
+            image_generation: false,
+            context_limit: None,
+            output_limit: None,
+        }
+    }
+}
+
+/// A public model name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalModel {
+    pub id: GlobalModelId,
+    pub name: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub is_active: bool,
+    pub capabilities: ModelCapabilities,
+    /// Capability tags the model supports (`cache_1h`, `context_1m`).
+    pub supported_capabilities: Vec<String>,
+    pub default_tiered_pricing: Option<TieredPricing>,
+    pub default_price_per_request: Option<Usd>,
+    /// Free-form extra metadata (icon, family, …).
+    pub config: Value,
+    pub usage_count: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// An alternative upstream name for a provider model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelMapping {
+    pub name: String,
+    /// Lower wins; default 1.
+    #[serde(default = "one")]
+    pub priority: i32,
+    /// Formats this mapping applies to; `None` = all.
+    #[serde(default)]
+    pub api_formats: Option<Vec<ApiFormat>>,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// One provider's implementation of a global model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderModel {
+    pub id: ProviderModelId,
+    pub provider_id: ProviderId,
+    pub global_model_id: GlobalModelId,
+    pub provider_model_name: String,
+    pub provider_model_mappings: Vec<ModelMapping>,
+    /// Overrides of the global model's prices; `None` = inherit.
+    pub tiered_pricing: Option<TieredPricing>,
+    pub price_per_request: Option<Usd>,
+    pub supports_streaming: Option<bool>,
+    pub supports_vision: Option<bool>,
+    pub supports_function_calling: Option<bool>,
+    pub supports_extended_thinking: Option<bool>,
+    pub supports_image_generation: Option<bool>,
+    pub is_active: bool,
+    pub config: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl ProviderModel {
+    /// Effective pricing: provider override, else the global model's default.
+    #[must_use]
+    pub fn effective_pricing<'a>(&'a self, gm: &'a GlobalModel) -> Option<&'a TieredPricing> {
+        self.tiered_pricing
+            .as_ref()
+            .or(gm.default_tiered_pricing.as_ref())
+    }
+
+    #[must_use]
+    pub fn effective_price_per_request(&self, gm: &GlobalModel) -> Option<Usd> {
+        self.price_per_request.or(gm.default_price_per_request)
+    }
+}
+
+/// One gateway request, as accounted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub id: RequestId,
+    /// The client's own `x-request-id`, kept apart and never used as a key.
+    pub client_request_id: Option<String>,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
+    pub provider_id: Option<ProviderId>,
+    pub endpoint_id: Option<EndpointId>,
+    pub provider_key_id: Option<ProviderKeyId>,
+    pub global_model_id: Option<GlobalModelId>,
+    pub requested_model: String,
+    pub upstream_model: Option<String>,
+    pub api_format: ApiFormat,
+    pub endpoint_api_format: Option<ApiFormat>,
+    pub is_stream: bool,
+    pub status: UsageStatus,
+    pub status_code: Option<u16>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub tokens: TokenUsage,
+    pub cost: CostBreakdown,
+    /// `true` when the model had no price: recorded, flagged, never silently free.
+    pub unpriced: bool,
+    pub latency_ms: Option<i64>,
+    pub ttfb_ms: Option<i64>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Logged headers and bodies of a request (subject to the log level and retention).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UsageBodies {
+    pub request_headers: Option<Value>,
+    pub request_body: Option<String>,
+    pub response_headers: Option<Value>,
+    pub response_body: Option<String>,
+}
+
+/// One attempt of a request against one candidate (or a skipped candidate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptTrace {
+    pub id: TraceId,
+    pub request_id: RequestId,
+    pub candidate_index: u32,
+    pub retry_index: u32,
+    pub provider_id: Option<ProviderId>,
+    pub endpoint_id: Option<EndpointId>,
+    pub provider_key_id: Option<ProviderKeyId>,
+    pub status: TraceStatus,
+    pub skip_reason: Option<String>,
+    pub status_code: Option<u16>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub concurrency: Option<u32>,
+    /// Which conversion ran, if any (e.g. `CLAUDE→OPENAI`).
+    pub conversion: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// An entry of the audit log (admin and security events only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: AuditId,
+    pub actor_id: Option<UserId>,
+    pub actor_email: Option<String>,
+    /// e.g. `user.create`, `provider.update`, `auth.login_failed`.
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub details: Value,
+    pub ip: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub id: AnnouncementId,
+    pub title: String,
+    pub content: String,
+    #[serde(rename = "type")]
+    pub kind: AnnouncementKind,
+    pub priority: i32,
+    pub is_active: bool,
+    pub is_pinned: bool,
+    pub start_time: Option<Timestamp>,
+    pub end_time: Option<Timestamp>,
+    pub author_id: Option<UserId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Announcement {
+    /// Whether users see it now.
+    #[must_use]
+    pub fn is_visible_at(&self, now: Timestamp) -> bool {
+        self.is_active
+            && self.start_time.is_none_or(|s| s <= now)
+            && self.end_time.is_none_or(|e| now < e)
+    }
+}
+
+/// An IP allow/block rule (CIDR).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IpRule {
+    pub id: IpRuleId,
+    pub cidr: IpNet,
+    pub action: IpAction,
+    pub note: Option<String>,
+    pub expires_at: Option<Timestamp>,
+    pub created_by: Option<UserId>,
+    pub created_at: Timestamp,
+}
+
+/// A login session: one refresh-token family. Each refresh rotates the token; presenting an
+/// already-rotated token revokes the whole session (token theft detection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    #[serde(skip_serializing, default)]
+    pub refresh_hash: String,
+    /// Hash of the previous refresh token, to detect reuse.
+    #[serde(skip_serializing, default)]
+    pub previous_hash: Option<String>,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: Timestamp,
+    pub last_refreshed_at: Option<Timestamp>,
+}

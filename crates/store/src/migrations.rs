@@ -1,0 +1,38 @@
+//! Embedded migrations, one list per SQL dialect. The two lists must carry the same versions
+//! (a unit test checks it) so both backends always have the same schema.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlSafeStr as _;
+
+use crate::db::Backend;
+
+const SQLITE: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+
+const POSTGRES: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+
+pub(crate) fn migrator(backend: Backend) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    Migrator::with_migrations(
+        list.iter()
+            .map(|(v, name, sql)| {
+                Migration::new(*v, Cow::Borrowed(*name), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_dialects_have_the_same_versions() {
+        let a: Vec<_> = super::SQLITE.iter().map(|(v, n, _)| (*v, *n)).collect();
+        let b: Vec<_> = super::POSTGRES.iter().map(|(v, n, _)| (*v, *n)).collect();
+        assert_eq!(a, b);
+    }
+}

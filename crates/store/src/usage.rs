@@ -1,0 +1,371 @@
+//! Usage records, their stored headers/bodies, and attempt traces — written in batches by the
+//! gateway's usage writer, read by the console.
+
+use aether_domain::entities::{AttemptTrace, UsageBodies, UsageRecord};
+use aether_domain::pricing::{CostBreakdown, TokenUsage};
+use aether_domain::{ApiKeyId, Multiplier, ProviderId, RequestId, Timestamp, UserId};
+use async_trait::async_trait;
+
+use crate::SqlStore;
+use crate::args;
+use crate::db::{Arg, Exec, Row};
+use crate::error::Result;
+use crate::sql::{Filter, Page, Paged, oj, opt_json, opt_parse, opt_u32, parse, ts, u32_, usd};
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
+    pub provider_id: Option<ProviderId>,
+    pub model: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+#[async_trait]
+pub trait UsageRepo: Send + Sync {
+    /// Inserts or replaces records by id (the lifecycle `pending → streaming → completed`
+    /// rewrites the same row), all in one transaction.
+    async fn upsert_usage(&self, records: &[UsageRecord]) -> Result<()>;
+    async fn get_usage(&self, id: RequestId) -> Result<Option<UsageRecord>>;
+    async fn list_usage(&self, f: &UsageFilter, page: Page) -> Result<Paged<UsageRecord>>;
+    async fn put_usage_bodies(&self, id: RequestId, b: &UsageBodies, at: Timestamp) -> Result<()>;
+    async fn get_usage_bodies(&self, id: RequestId) -> Result<Option<UsageBodies>>;
+    async fn insert_traces(&self, traces: &[AttemptTrace]) -> Result<()>;
+    async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>>;
+}
+
+const COLS: &str = "id, client_request_id, user_id, api_key_id, provider_id, endpoint_id, provider_key_id, \
+    global_model_id, requested_model, upstream_model, api_format, endpoint_api_format, is_stream, status, \
+    status_code, error_type, error_message, input_tokens, output_tokens, cache_creation_5m_tokens, \
+    cache_creation_1h_tokens, cache_read_tokens, reasoning_tokens, input_cost, output_cost, \
+    cache_creation_5m_cost, cache_creation_1h_cost, cache_read_cost, request_cost, total_cost, \
+    actual_total_cost, rate_multiplier_ppm, pricing, unpriced, latency_ms, ttfb_ms, client_ip, \
+    user_agent, created_at, updated_at";
+
+/// The applied tier, stored as JSON beside the per-component costs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PricingSnapshot {
+    tier_index: usize,
+    tier_up_to: Option<u64>,
+    unit_prices: Option<aether_domain::pricing::UnitPrices>,
+}
+
+fn tokens(r: &Row, col: &str) -> Result<u64> {
+    Ok(u64::try_from(r.i64(col)?).unwrap_or(0))
+}
+
+fn from_row(r: &Row) -> Result<UsageRecord> {
+    let snap: Option<PricingSnapshot> = opt_json(r, "pricing")?;
+    let snap = snap.unwrap_or(PricingSnapshot {
+        tier_index: 0,
+        tier_up_to: None,
+        unit_prices: None,
+    });
+    Ok(UsageRecord {
+        id: parse(r, "id")?,
+        client_request_id: r.opt_text("client_request_id")?,
+        user_id: opt_parse(r, "user_id")?,
+        api_key_id: opt_parse(r, "api_key_id")?,
+        provider_id: opt_parse(r, "provider_id")?,
+        endpoint_id: opt_parse(r, "endpoint_id")?,
+        provider_key_id: opt_parse(r, "provider_key_id")?,
+        global_model_id: opt_parse(r, "global_model_id")?,
+        requested_model: r.text("requested_model")?,
+        upstream_model: r.opt_text("upstream_model")?,
+        api_format: parse(r, "api_format")?,
+        endpoint_api_format: opt_parse(r, "endpoint_api_format")?,
+        is_stream: r.bool("is_stream")?,
+        status: parse(r, "status")?,
+        status_code: opt_u32(r, "status_code")?.and_then(|c| u16::try_from(c).ok()),
+        error_type: r.opt_text("error_type")?,
+        error_message: r.opt_text("error_message")?,
+        tokens: TokenUsage {
+            input: tokens(r, "input_tokens")?,
+            output: tokens(r, "output_tokens")?,
+            cache_creation_5m: tokens(r, "cache_creation_5m_tokens")?,
+            cache_creation_1h: tokens(r, "cache_creation_1h_tokens")?,
+            cache_read: tokens(r, "cache_read_tokens")?,
+            reasoning: tokens(r, "reasoning_tokens")?,
+        },
+        cost: CostBreakdown {
+            tier_index: snap.tier_index,
+            tier_up_to: snap.tier_up_to,
+            unit_prices: snap.unit_prices,
+            input: usd(r, "input_cost")?,
+            output: usd(r, "output_cost")?,
+            cache_creation_5m: usd(r, "cache_creation_5m_cost")?,
+            cache_creation_1h: usd(r, "cache_creation_1h_cost")?,
+            cache_read: usd(r, "cache_read_cost")?,
+            per_request: usd(r, "request_cost")?,
+            total: usd(r, "total_cost")?,
+            actual_total: usd(r, "actual_total_cost")?,
+            multiplier: Multiplier::from_ppm(r.i64("rate_multiplier_ppm")?),
+        },
+        unpriced: r.bool("unpriced")?,
+        latency_ms: r.opt_i64("latency_ms")?,
+        ttfb_ms: r.opt_i64("ttfb_ms")?,
+        client_ip: r.opt_text("client_ip")?,
+        user_agent: r.opt_text("user_agent")?,
+        created_at: ts(r, "created_at")?,
+        updated_at: ts(r, "updated_at")?,
+    })
+}
+
+fn usage_args(u: &UsageRecord) -> Vec<Arg> {
+    let c = &u.cost;
+    let snap = PricingSnapshot {
+        tier_index: c.tier_index,
+        tier_up_to: c.tier_up_to,
+        unit_prices: c.unit_prices,
+    };
+    args![
+        u.id.to_string(),
+        u.client_request_id.clone(),
+        u.user_id.map(|x| x.to_string()),
+        u.api_key_id.map(|x| x.to_string()),
+        u.provider_id.map(|x| x.to_string()),
+        u.endpoint_id.map(|x| x.to_string()),
+        u.provider_key_id.map(|x| x.to_string()),
+        u.global_model_id.map(|x| x.to_string()),
+        u.requested_model.as_str(),
+        u.upstream_model.clone(),
+        u.api_format.as_str(),
+        u.endpoint_api_format.map(|f| f.as_str()),
+        u.is_stream,
+        u.status.as_str(),
+        u.status_code,
+        u.error_type.clone(),
+        u.error_message.clone(),
+        u.tokens.input,
+        u.tokens.output,
+        u.tokens.cache_creation_5m,
+        u.tokens.cache_creation_1h,
+        u.tokens.cache_read,
+        u.tokens.reasoning,
+        c.input.nanos(),
+        c.output.nanos(),
+        c.cache_creation_5m.nanos(),
+        c.cache_creation_1h.nanos(),
+        c.cache_read.nanos(),
+        c.per_request.nanos(),
+        c.total.nanos(),
+        c.actual_total.nanos(),
+        c.multiplier.ppm(),
+        oj(Some(&snap)),
+        u.unpriced,
+        u.latency_ms,
+        u.ttfb_ms,
+        u.client_ip.clone(),
+        u.user_agent.clone(),
+        u.created_at.millis(),
+        u.updated_at.millis(),
+    ]
+}
+
+const UPSERT: &str = "INSERT INTO usage_records (id, client_request_id, user_id, api_key_id, provider_id, \
+    endpoint_id, provider_key_id, global_model_id, requested_model, upstream_model, api_format, \
+    endpoint_api_format, is_stream, status, status_code, error_type, error_message, input_tokens, \
+    output_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens, \
+    reasoning_tokens, input_cost, output_cost, cache_creation_5m_cost, cache_creation_1h_cost, \
+    cache_read_cost, request_cost, total_cost, actual_total_cost, rate_multiplier_ppm, pricing, \
+    unpriced, latency_ms, ttfb_ms, client_ip, user_agent, created_at, updated_at) VALUES \
+    ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,\
+    $27,$28,$29,$30,$31,$32,$33,$34,$35,$36,$37,$38,$39,$40) \
+    ON CONFLICT (id) DO UPDATE SET provider_id = excluded.provider_id, endpoint_id = excluded.endpoint_id, \
+    provider_key_id = excluded.provider_key_id, global_model_id = excluded.global_model_id, \
+    upstream_model = excluded.upstream_model, endpoint_api_format = excluded.endpoint_api_format, \
+    status = excluded.status, status_code = excluded.status_code, error_type = excluded.error_type, \
+    error_message = excluded.error_message, input_tokens = excluded.input_tokens, \
+    output_tokens = excluded.output_tokens, cache_creation_5m_tokens = excluded.cache_creation_5m_tokens, \
+    cache_creation_1h_tokens = excluded.cache_creation_1h_tokens, \
+    cache_read_tokens = excluded.cache_read_tokens, reasoning_tokens = excluded.reasoning_tokens, \
+    input_cost = excluded.input_cost, output_cost = excluded.output_cost, \
+    cache_creation_5m_cost = excluded.cache_creation_5m_cost, \
+    cache_creation_1h_cost = excluded.cache_creation_1h_cost, cache_read_cost = excluded.cache_read_cost, \
+    request_cost = excluded.request_cost, total_cost = excluded.total_cost, \
+    actual_total_cost = excluded.actual_total_cost, rate_multiplier_ppm = excluded.rate_multiplier_ppm, \
+    pricing = excluded.pricing, unpriced = excluded.unpriced, latency_ms = excluded.latency_ms, \
+    ttfb_ms = excluded.ttfb_ms, updated_at = excluded.updated_at";
+
+const T_COLS: &str = "id, request_id, candidate_index, retry_index, provider_id, endpoint_id, provider_key_id, \
+    status, skip_reason, status_code, error_type, error_message, latency_ms, concurrency, conversion, \
+    started_at, finished_at";
+
+fn trace_from_row(r: &Row) -> Result<AttemptTrace> {
+    Ok(AttemptTrace {
+        id: parse(r, "id")?,
+        request_id: parse(r, "request_id")?,
+        candidate_index: u32_(r, "candidate_index")?,
+        retry_index: u32_(r, "retry_index")?,
+        provider_id: opt_parse(r, "provider_id")?,
+        endpoint_id: opt_parse(r, "endpoint_id")?,
+        provider_key_id: opt_parse(r, "provider_key_id")?,
+        status: parse(r, "status")?,
+        skip_reason: r.opt_text("skip_reason")?,
+        status_code: opt_u32(r, "status_code")?.and_then(|c| u16::try_from(c).ok()),
+        error_type: r.opt_text("error_type")?,
+        error_message: r.opt_text("error_message")?,
+        latency_ms: r.opt_i64("latency_ms")?,
+        concurrency: opt_u32(r, "concurrency")?,
+        conversion: r.opt_text("conversion")?,
+        started_at: ts(r, "started_at")?,
+        finished_at: crate::sql::opt_ts(r, "finished_at")?,
+    })
+}
+
+#[async_trait]
+impl UsageRepo for SqlStore {
+    async fn upsert_usage(&self, records: &[UsageRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        for u in records {
+            tx.execute(UPSERT.into(), usage_args(u)).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn get_usage(&self, id: RequestId) -> Result<Option<UsageRecord>> {
+        let mut f = Filter::new();
+        f.cond("id = {}", id.to_string());
+        f.all(&mut self.db.clone(), COLS, "usage_records", "id")
+            .await?
+            .first()
+            .map(from_row)
+            .transpose()
+    }
+
+    async fn list_usage(&self, uf: &UsageFilter, page: Page) -> Result<Paged<UsageRecord>> {
+        let mut f = Filter::new();
+        if let Some(u) = uf.user_id {
+            f.cond("user_id = {}", u.to_string());
+        }
+        if let Some(k) = uf.api_key_id {
+            f.cond("api_key_id = {}", k.to_string());
+        }
+        if let Some(p) = uf.provider_id {
+            f.cond("provider_id = {}", p.to_string());
+        }
+        if let Some(m) = uf.model.as_deref().filter(|m| !m.is_empty()) {
+            f.cond("requested_model = {}", m);
+        }
+        if let Some(s) = uf.status.as_deref().filter(|s| !s.is_empty()) {
+            f.cond("status = {}", s);
+        }
+        if let Some(t) = uf.since {
+            f.cond("created_at >= {}", t.millis());
+        }
+        if let Some(t) = uf.until {
+            f.cond("created_at < {}", t.millis());
+        }
+        let (rows, total) = f
+            .page(&mut self.db.clone(), COLS, "usage_records", "created_at DESC, id DESC", page)
+            .await?;
+        Ok(Paged {
+            items: rows.iter().map(from_row).collect::<Result<_>>()?,
+            total,
+        })
+    }
+
+    async fn put_usage_bodies(&self, id: RequestId, b: &UsageBodies, at: Timestamp) -> Result<()> {
+        self.db
+            .clone()
+            .execute(
+                "INSERT INTO usage_bodies (request_id, request_headers, request_body, response_headers, \
+                 response_body, created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (request_id) DO UPDATE \
+                 SET request_headers = excluded.request_headers, request_body = excluded.request_body, \
+                 response_headers = excluded.response_headers, response_body = excluded.response_body"
+                    .into(),
+                args![
+                    id.to_string(),
+                    oj(b.request_headers.as_ref()),
+                    b.request_body.clone(),
+                    oj(b.response_headers.as_ref()),
+                    b.response_body.clone(),
+                    at.millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn get_usage_bodies(&self, id: RequestId) -> Result<Option<UsageBodies>> {
+        let row = self
+            .db
+            .clone()
+            .fetch_optional(
+                "SELECT request_headers, request_body, response_headers, response_body FROM usage_bodies \
+                 WHERE request_id = $1"
+                    .into(),
+                args![id.to_string()],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(UsageBodies {
+                request_headers: opt_json(&r, "request_headers")?,
+                request_body: r.opt_text("request_body")?,
+                response_headers: opt_json(&r, "response_headers")?,
+                response_body: r.opt_text("response_body")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_traces(&self, traces: &[AttemptTrace]) -> Result<()> {
+        if traces.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin().await?;
+        for t in traces {
+            tx.execute(
+                "INSERT INTO attempt_traces (id, request_id, candidate_index, retry_index, provider_id, \
+                 endpoint_id, provider_key_id, status, skip_reason, status_code, error_type, error_message, \
+                 latency_ms, concurrency, conversion, started_at, finished_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_code = excluded.status_code, \
+                 error_type = excluded.error_type, error_message = excluded.error_message, \
+                 latency_ms = excluded.latency_ms, finished_at = excluded.finished_at"
+                    .into(),
+                args![
+                    t.id.to_string(),
+                    t.request_id.to_string(),
+                    t.candidate_index,
+                    t.retry_index,
+                    t.provider_id.map(|x| x.to_string()),
+                    t.endpoint_id.map(|x| x.to_string()),
+                    t.provider_key_id.map(|x| x.to_string()),
+                    t.status.as_str(),
+                    t.skip_reason.clone(),
+                    t.status_code,
+                    t.error_type.clone(),
+                    t.error_message.clone(),
+                    t.latency_ms,
+                    t.concurrency,
+                    t.conversion.clone(),
+                    t.started_at.millis(),
+                    t.finished_at.map(Timestamp::millis),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>> {
+        let mut f = Filter::new();
+        f.cond("request_id = {}", request.to_string());
+        f.all(
+            &mut self.db.clone(),
+            T_COLS,
+            "attempt_traces",
+            "candidate_index, retry_index, started_at",
+        )
+        .await?
+        .iter()
+        .map(trace_from_row)
+        .collect()
+    }
+}

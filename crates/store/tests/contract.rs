@@ -1,0 +1,828 @@
+//! The store contract: every repository operation, run identically against SQLite and
+//! PostgreSQL. Each test gets a fresh database (a temp file, or a new PostgreSQL schema).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aether_domain::entities::*;
+use aether_domain::pricing::{CostBreakdown, PriceTier, TieredPricing, TokenUsage};
+use aether_domain::*;
+use aether_store::*;
+use serde_json::json;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let t = aether_store::testing::TestStore::new(aether_store::Backend::Sqlite).await.expect("sqlite");
+                super::$name(&t.store).await;
+                t.teardown().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let t = aether_store::testing::TestStore::new(aether_store::Backend::Postgres)
+                    .await
+                    .expect("PostgreSQL must be reachable at AETHER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test)");
+                super::$name(&t.store).await;
+                t.teardown().await;
+            })*
+        }
+    };
+}
+
+contract!(
+    migrations_are_idempotent,
+    users_round_trip_filter_and_conflict,
+    user_spend_counters_are_atomic,
+    api_keys_and_hash_lookup,
+    balance_ledger_is_exact_under_concurrency,
+    providers_endpoints_keys_cascade,
+    models_and_pricing_round_trip,
+    settings_audit_announcements_ip_rules,
+    sessions_rotate_with_compare_and_swap,
+    usage_lifecycle_bodies_and_traces,
+    config_changes_are_all_or_nothing,
+);
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn user(email: &str) -> User {
+    User {
+        id: UserId::new(),
+        email: email.to_string(),
+        username: email.split('@').next().unwrap().to_string(),
+        password_hash: "$argon2id$fake".into(),
+        role: Role::User,
+        is_active: true,
+        quota_usd: Some(Usd::dollars(10)),
+        used_usd: Usd::ZERO,
+        total_usd: Usd::ZERO,
+        quota_period: QuotaPeriod::Monthly,
+        period_started_at: Some(now()),
+        allowed_providers: None,
+        allowed_api_formats: Some(vec![ApiFormat::Claude, ApiFormat::OpenaiCli]),
+        allowed_models: Some(vec!["claude-*".into()]),
+        model_capability_settings: BTreeMap::from([("claude-opus-*".to_string(), vec!["cache_1h".to_string()])]),
+        last_login_at: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn api_key(user: Option<UserId>, hash: &str) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::new(),
+        user_id: user,
+        key_hash: hash.into(),
+        key_display: "sk-abc…wxyz".into(),
+        name: format!("key {hash}"),
+        is_active: true,
+        is_standalone: user.is_none(),
+        balance_usd: Usd::ZERO,
+        expires_at: None,
+        auto_delete_on_expiry: false,
+        allowed_providers: None,
+        allowed_api_formats: None,
+        allowed_models: None,
+        force_capabilities: vec!["cache_1h".into()],
+        rate_limit: Some(60),
+        concurrent_limit: None,
+        total_requests: 0,
+        total_cost_usd: Usd::ZERO,
+        last_used_at: None,
+        created_by: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn provider(name: &str) -> Provider {
+    Provider {
+        id: ProviderId::new(),
+        name: name.into(),
+        display_name: name.to_uppercase(),
+        description: Some("desc".into()),
+        website: None,
+        billing_type: BillingType::MonthlyQuota,
+        quota_usd: Some(Usd::dollars(100)),
+        quota_used_usd: Usd::ZERO,
+        quota_period_days: 30,
+        period_started_at: None,
+        expires_at: None,
+        rpm_limit: Some(500),
+        provider_priority: 10,
+        is_active: true,
+        config: json!({"note": "x"}),
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn endpoint(p: ProviderId, f: ApiFormat) -> Endpoint {
+    Endpoint {
+        id: EndpointId::new(),
+        provider_id: p,
+        api_format: f,
+        base_url: "https://api.example.com".into(),
+        custom_path: None,
+        headers: BTreeMap::from([("x-extra".to_string(), "1".to_string())]),
+        timeout: 300,
+        max_retries: 3,
+        max_concurrent: Some(8),
+        proxy: Some(ProxyConfig {
+            url: "socks5://127.0.0.1:1080".into(),
+            username: Some("u".into()),
+            password_sealed: Some("enc:v1:abcd:xyz".into()),
+        }),
+        is_active: true,
+        config: json!({}),
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn pkey(e: &Endpoint, fp: &str) -> ProviderKey {
+    ProviderKey {
+        id: ProviderKeyId::new(),
+        endpoint_id: e.id,
+        provider_id: e.provider_id,
+        name: format!("k-{fp}"),
+        note: None,
+        secret_sealed: format!("enc:v1:abcd:{fp}"),
+        secret_fingerprint: fp.into(),
+        api_key_masked: "sk-ant…1234".into(),
+        rate_multiplier: "0.55".parse().unwrap(),
+        internal_priority: 50,
+        global_priority: Some(3),
+        max_concurrent: None,
+        rate_limit: Some(100),
+        allowed_models: Some(vec!["claude-sonnet-4-5".into()]),
+        capabilities: vec!["cache_1h".into()],
+        cache_ttl_minutes: 5,
+        max_probe_interval_minutes: Some(32),
+        expires_at: None,
+        is_active: true,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn global(name: &str) -> GlobalModel {
+    GlobalModel {
+        id: GlobalModelId::new(),
+        name: name.into(),
+        display_name: name.into(),
+        description: None,
+        is_active: true,
+        capabilities: ModelCapabilities {
+            vision: true,
+            context_limit: Some(200_000),
+            ..ModelCapabilities::default()
+        },
+        supported_capabilities: vec!["cache_1h".into(), "context_1m".into()],
+        default_tiered_pricing: Some(TieredPricing {
+            tiers: vec![
+                PriceTier {
+                    up_to: Some(200_000),
+                    cache_read_per_m: Some("0.3".parse().unwrap()),
+                    ..PriceTier::flat(Usd::dollars(3), Usd::dollars(15))
+                },
+                PriceTier::flat(Usd::dollars(6), "22.5".parse().unwrap()),
+            ],
+        }),
+        default_price_per_request: Some("0.001".parse().unwrap()),
+        config: json!({"family": "claude"}),
+        usage_count: 0,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn pmodel(p: ProviderId, g: GlobalModelId, name: &str) -> ProviderModel {
+    ProviderModel {
+        id: ProviderModelId::new(),
+        provider_id: p,
+        global_model_id: g,
+        provider_model_name: name.into(),
+        provider_model_mappings: vec![ModelMapping {
+            name: format!("{name}-alt"),
+            priority: 2,
+            api_formats: Some(vec![ApiFormat::ClaudeCli]),
+        }],
+        tiered_pricing: None,
+        price_per_request: None,
+        supports_streaming: Some(true),
+        supports_vision: None,
+        supports_function_calling: Some(false),
+        supports_extended_thinking: None,
+        supports_image_generation: None,
+        is_active: true,
+        config: json!({}),
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+async fn migrations_are_idempotent(s: &SqlStore) {
+    // Opening again re-runs the migrator: nothing to do, nothing breaks.
+    s.db().migrate().await.unwrap();
+    s.ping().await.unwrap();
+    assert_eq!(s.count_users(None).await.unwrap(), 0);
+    assert!(s.get_settings().await.unwrap().is_empty());
+    assert!(s.list_ip_rules().await.unwrap().is_empty());
+}
+
+async fn users_round_trip_filter_and_conflict(s: &SqlStore) {
+    let mut a = user("alice@example.com");
+    a.role = Role::Admin;
+    let b = user("bob@example.com");
+    s.insert_user(&a).await.unwrap();
+    s.insert_user(&b).await.unwrap();
+
+    let got = s.get_user(a.id).await.unwrap().unwrap();
+    assert_eq!(got, a);
+    assert_eq!(s.find_user_by_login("ALICE@example.com").await.unwrap().unwrap().id, a.id);
+    assert_eq!(s.find_user_by_login("bob").await.unwrap().unwrap().id, b.id);
+    assert!(s.find_user_by_login("carol").await.unwrap().is_none());
+
+    let dup = user("alice@example.com");
+    assert!(matches!(s.insert_user(&dup).await, Err(StoreError::Conflict(_))));
+
+    let admins = s
+        .list_users(&UserFilter { role: Some(Role::Admin), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!((admins.total, admins.items.len()), (1, 1));
+    let search = s
+        .list_users(&UserFilter { search: Some("BO".into()), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(search.items[0].email, "bob@example.com");
+    let wildcard = s
+        .list_users(&UserFilter { search: Some("%".into()), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(wildcard.total, 0, "% is a literal in search");
+    let page = s.list_users(&UserFilter::default(), Page::new(1, 1)).await.unwrap();
+    assert_eq!((page.total, page.items.len()), (2, 1));
+
+    let mut b2 = b.clone();
+    b2.is_active = false;
+    b2.quota_usd = None;
+    b2.allowed_models = None;
+    b2.updated_at = Timestamp(b.updated_at.0 + 1);
+    s.update_user(&b2).await.unwrap();
+    assert_eq!(s.get_user(b.id).await.unwrap().unwrap(), b2);
+    assert_eq!(s.count_users(Some(Role::User)).await.unwrap(), 1);
+
+    // Deleting a user takes their keys along.
+    let k = api_key(Some(b.id), "hash-b");
+    s.insert_api_key(&k).await.unwrap();
+    assert!(s.delete_user(b.id).await.unwrap());
+    assert!(!s.delete_user(b.id).await.unwrap());
+    assert!(s.get_api_key(k.id).await.unwrap().is_none());
+}
+
+async fn user_spend_counters_are_atomic(s: &SqlStore) {
+    let u = user("spender@example.com");
+    s.insert_user(&u).await.unwrap();
+    let s2 = Arc::new(s.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let st = s2.clone();
+        tasks.push(tokio::spawn(async move {
+            st.add_user_spend(u.id, "0.000015".parse().unwrap()).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = s.get_user(u.id).await.unwrap().unwrap();
+    assert_eq!(got.used_usd.to_string(), "0.0003");
+    assert_eq!(got.total_usd.to_string(), "0.0003");
+    // The editable-field update never clobbers counters.
+    s.update_user(&u).await.unwrap();
+    assert_eq!(s.get_user(u.id).await.unwrap().unwrap().used_usd.to_string(), "0.0003");
+    assert!(s.reset_user_quota(u.id, now()).await.unwrap());
+    let got = s.get_user(u.id).await.unwrap().unwrap();
+    assert_eq!((got.used_usd, got.total_usd.to_string().as_str()), (Usd::ZERO, "0.0003"));
+}
+
+async fn api_keys_and_hash_lookup(s: &SqlStore) {
+    let u = user("keys@example.com");
+    s.insert_user(&u).await.unwrap();
+    let k1 = api_key(Some(u.id), "h1");
+    let k2 = api_key(None, "h2");
+    s.insert_api_key(&k1).await.unwrap();
+    s.insert_api_key(&k2).await.unwrap();
+    assert!(matches!(s.insert_api_key(&api_key(None, "h1")).await, Err(StoreError::Conflict(_))));
+
+    assert_eq!(s.get_api_key_by_hash("h1").await.unwrap().unwrap(), k1);
+    assert!(s.get_api_key_by_hash("nope").await.unwrap().is_none());
+    let mine = s
+        .list_api_keys(&ApiKeyFilter { user_id: Some(u.id), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(mine.items, vec![k1.clone()]);
+    let standalone = s
+        .list_api_keys(&ApiKeyFilter { standalone: Some(true), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(standalone.items, vec![k2.clone()]);
+
+    let mut k1b = k1.clone();
+    k1b.name = "renamed".into();
+    k1b.expires_at = Some(Timestamp(1_900_000_000_000));
+    k1b.allowed_api_formats = Some(vec![ApiFormat::Gemini]);
+    s.update_api_key(&k1b).await.unwrap();
+    assert_eq!(s.get_api_key(k1.id).await.unwrap().unwrap(), k1b);
+
+    s.record_key_use(k1.id, "0.25".parse().unwrap(), Timestamp(5)).await.unwrap();
+    s.record_key_use(k1.id, "0.25".parse().unwrap(), Timestamp(6)).await.unwrap();
+    let got = s.get_api_key(k1.id).await.unwrap().unwrap();
+    assert_eq!((got.total_requests, got.total_cost_usd.to_string().as_str()), (2, "0.5"));
+    assert_eq!(got.last_used_at, Some(Timestamp(6)));
+    assert!(s.delete_api_key(k2.id).await.unwrap());
+}
+
+async fn balance_ledger_is_exact_under_concurrency(s: &SqlStore) {
+    let k = api_key(None, "standalone");
+    s.insert_api_key(&k).await.unwrap();
+    let top = s
+        .change_balance(
+            k.id,
+            BalanceChange {
+                kind: LedgerKind::TopUp,
+                amount: Usd::dollars(5),
+                reason: Some("initial".into()),
+                request_id: None,
+                actor_id: None,
+                forbid_negative: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(top.balance_after_usd, Usd::dollars(5));
+
+    let shared = Arc::new(s.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..25 {
+        let st = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            st.change_balance(
+                k.id,
+                BalanceChange {
+                    kind: LedgerKind::Charge,
+                    amount: -"0.1".parse::<Usd>().unwrap(),
+                    reason: None,
+                    request_id: Some(RequestId::new()),
+                    actor_id: None,
+                    forbid_negative: false,
+                },
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = s.get_api_key(k.id).await.unwrap().unwrap();
+    assert_eq!(got.balance_usd.to_string(), "2.5");
+    let ledger = s.list_ledger(k.id, Page::default()).await.unwrap();
+    assert_eq!(ledger.total, 26);
+    let sum: Usd = ledger.items.iter().map(|e| e.amount_usd).sum();
+    assert_eq!(sum, got.balance_usd, "the ledger explains the balance exactly");
+
+    // A manual adjustment may not take the balance below zero.
+    let err = s
+        .change_balance(
+            k.id,
+            BalanceChange {
+                kind: LedgerKind::Adjustment,
+                amount: -Usd::dollars(3),
+                reason: None,
+                request_id: None,
+                actor_id: None,
+                forbid_negative: true,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("2.5")), "{err}");
+    assert_eq!(s.list_ledger(k.id, Page::default()).await.unwrap().total, 26);
+    let missing = s
+        .change_balance(
+            ApiKeyId::new(),
+            BalanceChange {
+                kind: LedgerKind::TopUp,
+                amount: Usd::dollars(1),
+                reason: None,
+                request_id: None,
+                actor_id: None,
+                forbid_negative: true,
+            },
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+}
+
+async fn providers_endpoints_keys_cascade(s: &SqlStore) {
+    let p = provider("anthropic-main");
+    s.insert_provider(&p).await.unwrap();
+    assert!(matches!(s.insert_provider(&provider("anthropic-main")).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.get_provider_by_name("anthropic-main").await.unwrap().unwrap(), p);
+
+    let e = endpoint(p.id, ApiFormat::Claude);
+    s.insert_endpoint(&e).await.unwrap();
+    let got = s.get_endpoint(e.id).await.unwrap().unwrap();
+    assert_eq!(got, e);
+    assert_eq!(
+        got.proxy.unwrap().password_sealed.as_deref(),
+        Some("enc:v1:abcd:xyz"),
+        "the sealed proxy password is stored"
+    );
+    assert!(matches!(
+        s.insert_endpoint(&endpoint(p.id, ApiFormat::Claude)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let e2 = endpoint(p.id, ApiFormat::ClaudeCli);
+    s.insert_endpoint(&e2).await.unwrap();
+    let mut e2b = e2.clone();
+    e2b.base_url = "https://relay.example.com".into();
+    e2b.proxy = None;
+    s.update_endpoint(&e2b).await.unwrap();
+    assert_eq!(s.get_endpoint(e2.id).await.unwrap().unwrap(), e2b);
+    assert_eq!(s.list_endpoints(Some(p.id)).await.unwrap().len(), 2);
+
+    let k = pkey(&e, "fp1");
+    s.insert_provider_key(&k).await.unwrap();
+    assert!(matches!(s.insert_provider_key(&pkey(&e, "fp1")).await, Err(StoreError::Conflict(_))));
+    s.insert_provider_key(&pkey(&e2, "fp1")).await.unwrap();
+    assert_eq!(s.get_provider_key(k.id).await.unwrap().unwrap(), k);
+    let mut kb = k.clone();
+    kb.max_concurrent = Some(4);
+    kb.rate_multiplier = Multiplier::ONE;
+    kb.is_active = false;
+    s.update_provider_key(&kb).await.unwrap();
+    assert_eq!(s.get_provider_key(k.id).await.unwrap().unwrap(), kb);
+    assert!(s.replace_provider_key_secret(k.id, "enc:v1:abcd:new", "fp9", "sk…9999").await.unwrap());
+    let got = s.get_provider_key(k.id).await.unwrap().unwrap();
+    assert_eq!((got.secret_fingerprint.as_str(), got.api_key_masked.as_str()), ("fp9", "sk…9999"));
+    assert_eq!(s.list_provider_keys(Some(e.id)).await.unwrap().len(), 1);
+    assert_eq!(s.list_provider_keys(None).await.unwrap().len(), 2);
+
+    s.add_provider_spend(p.id, "1.5".parse().unwrap()).await.unwrap();
+    s.add_provider_spend(p.id, "1.5".parse().unwrap()).await.unwrap();
+    assert_eq!(s.get_provider(p.id).await.unwrap().unwrap().quota_used_usd, Usd::dollars(3));
+    assert!(s.reset_provider_quota(p.id, now()).await.unwrap());
+    assert_eq!(s.get_provider(p.id).await.unwrap().unwrap().quota_used_usd, Usd::ZERO);
+
+    let mut pb = s.get_provider(p.id).await.unwrap().unwrap();
+    assert!(pb.period_started_at.is_some(), "a reset starts a new period");
+    pb.provider_priority = 1;
+    pb.billing_type = BillingType::FreeTier;
+    s.update_provider(&pb).await.unwrap();
+    assert_eq!(s.get_provider(p.id).await.unwrap().unwrap(), pb);
+
+    let g = global("claude-sonnet-4-5");
+    s.insert_global_model(&g).await.unwrap();
+    s.insert_provider_model(&pmodel(p.id, g.id, "claude-sonnet-4-5-20250929")).await.unwrap();
+
+    let other = provider("openai-main");
+    s.insert_provider(&other).await.unwrap();
+    let list = s
+        .list_providers(&ProviderFilter { search: Some("ANTHROPIC".into()), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(list.total, 1);
+
+    assert!(s.delete_provider(p.id).await.unwrap());
+    assert!(s.list_endpoints(Some(p.id)).await.unwrap().is_empty());
+    assert!(s.list_provider_keys(None).await.unwrap().is_empty());
+    assert!(s.list_provider_models(Some(p.id), None).await.unwrap().is_empty());
+    assert!(s.get_global_model(g.id).await.unwrap().is_some(), "global models survive");
+}
+
+async fn models_and_pricing_round_trip(s: &SqlStore) {
+    let g = global("claude-sonnet-4-5");
+    s.insert_global_model(&g).await.unwrap();
+    assert_eq!(s.get_global_model(g.id).await.unwrap().unwrap(), g);
+    assert_eq!(s.get_global_model_by_name("claude-sonnet-4-5").await.unwrap().unwrap(), g);
+    assert!(matches!(s.insert_global_model(&global("claude-sonnet-4-5")).await, Err(StoreError::Conflict(_))));
+
+    let mut g2 = g.clone();
+    g2.default_tiered_pricing = None;
+    g2.default_price_per_request = None;
+    g2.capabilities.streaming = false;
+    s.update_global_model(&g2).await.unwrap();
+    assert_eq!(s.get_global_model(g.id).await.unwrap().unwrap(), g2);
+    s.bump_global_model_usage(g.id, 3).await.unwrap();
+    assert_eq!(s.get_global_model(g.id).await.unwrap().unwrap().usage_count, 3);
+
+    let p = provider("p");
+    s.insert_provider(&p).await.unwrap();
+    let mut pm = pmodel(p.id, g.id, "claude-sonnet-4-5-20250929");
+    pm.tiered_pricing = g.default_tiered_pricing.clone();
+    pm.price_per_request = Some("0.002".parse().unwrap());
+    s.insert_provider_model(&pm).await.unwrap();
+    assert_eq!(s.get_provider_model(pm.id).await.unwrap().unwrap(), pm);
+    assert!(matches!(
+        s.insert_provider_model(&pmodel(p.id, g.id, "claude-sonnet-4-5-20250929")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut pm2 = pm.clone();
+    pm2.provider_model_mappings.clear();
+    pm2.supports_vision = Some(false);
+    s.update_provider_model(&pm2).await.unwrap();
+    assert_eq!(s.list_provider_models(None, Some(g.id)).await.unwrap(), vec![pm2]);
+
+    let list = s
+        .list_global_models(&GlobalModelFilter { search: Some("sonnet".into()), is_active: Some(true) }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(list.total, 1);
+    assert!(s.delete_global_model(g.id).await.unwrap());
+    assert!(s.list_provider_models(Some(p.id), None).await.unwrap().is_empty());
+}
+
+async fn settings_audit_announcements_ip_rules(s: &SqlStore) {
+    s.put_setting("log_level", &json!("full"), None).await.unwrap();
+    s.put_setting("log_level", &json!("headers"), None).await.unwrap();
+    s.put_setting("masked_headers", &json!(["x-secret"]), None).await.unwrap();
+    let all = s.get_settings().await.unwrap();
+    assert_eq!(all.get("log_level"), Some(&json!("headers")));
+    assert_eq!(all.len(), 2);
+    assert!(s.delete_setting("log_level").await.unwrap());
+    assert_eq!(s.get_settings().await.unwrap().len(), 1);
+
+    let actor = UserId::new();
+    for (i, action) in ["user.create", "user.delete", "provider.update"].iter().enumerate() {
+        s.insert_audit(&AuditEntry {
+            id: AuditId::new(),
+            actor_id: Some(actor),
+            actor_email: Some("admin@example.com".into()),
+            action: (*action).into(),
+            target_type: Some("user".into()),
+            target_id: Some(format!("t{i}")),
+            details: json!({"i": i}),
+            ip: Some("127.0.0.1".into()),
+            created_at: Timestamp(1000 + i as i64),
+        })
+        .await
+        .unwrap();
+    }
+    let users = s
+        .list_audit(&AuditFilter { action_prefix: Some("user.".into()), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(users.total, 2);
+    assert_eq!(users.items[0].action, "user.delete", "newest first");
+    let since = s
+        .list_audit(&AuditFilter { since: Some(Timestamp(1002)), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(since.items.len(), 1);
+    let search = s
+        .list_audit(&AuditFilter { search: Some("t1".into()), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(search.items[0].details, json!({"i": 1}));
+
+    let t = now();
+    let mk = |title: &str, pinned: bool, active: bool, end: Option<Timestamp>| Announcement {
+        id: AnnouncementId::new(),
+        title: title.into(),
+        content: "**hello**".into(),
+        kind: AnnouncementKind::Info,
+        priority: 0,
+        is_active: active,
+        is_pinned: pinned,
+        start_time: None,
+        end_time: end,
+        author_id: None,
+        created_at: t,
+        updated_at: t,
+    };
+    let a = mk("a", false, true, None);
+    let b = mk("b", true, true, None);
+    let c = mk("c", false, false, None);
+    let d = mk("d", false, true, Some(Timestamp(t.0 - 1)));
+    for x in [&a, &b, &c, &d] {
+        s.insert_announcement(x).await.unwrap();
+    }
+    let visible = s.list_announcements(Some(t), Page::default()).await.unwrap();
+    let titles: Vec<_> = visible.items.iter().map(|x| x.title.as_str()).collect();
+    assert_eq!(titles, vec!["b", "a"], "pinned first; inactive and ended hidden");
+    assert_eq!(s.list_announcements(None, Page::default()).await.unwrap().total, 4);
+    let mut a2 = a.clone();
+    a2.kind = AnnouncementKind::Maintenance;
+    a2.is_active = false;
+    s.update_announcement(&a2).await.unwrap();
+    assert_eq!(s.get_announcement(a.id).await.unwrap().unwrap(), a2);
+    assert!(s.delete_announcement(a.id).await.unwrap());
+
+    let r = IpRule {
+        id: IpRuleId::new(),
+        cidr: "10.0.0.0/8".parse().unwrap(),
+        action: IpAction::Block,
+        note: Some("office".into()),
+        expires_at: None,
+        created_by: None,
+        created_at: t,
+    };
+    s.insert_ip_rule(&r).await.unwrap();
+    let mut dup = r.clone();
+    dup.id = IpRuleId::new();
+    assert!(matches!(s.insert_ip_rule(&dup).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.list_ip_rules().await.unwrap(), vec![r.clone()]);
+    assert!(s.delete_ip_rule(r.id).await.unwrap());
+}
+
+async fn sessions_rotate_with_compare_and_swap(s: &SqlStore) {
+    let u = user("sess@example.com");
+    s.insert_user(&u).await.unwrap();
+    let sess = Session {
+        id: SessionId::new(),
+        user_id: u.id,
+        refresh_hash: "r1".into(),
+        previous_hash: None,
+        expires_at: Timestamp(now().0 + 60_000),
+        revoked_at: None,
+        ip: Some("127.0.0.1".into()),
+        user_agent: None,
+        created_at: now(),
+        last_refreshed_at: None,
+    };
+    s.insert_session(&sess).await.unwrap();
+    assert!(matches!(s.find_refresh("r1").await.unwrap(), RefreshLookup::Current(x) if x.id == sess.id));
+    let exp = Timestamp(now().0 + 120_000);
+    assert!(s.rotate_session(sess.id, "r1", "r2", exp, now()).await.unwrap());
+    assert!(!s.rotate_session(sess.id, "r1", "r3", exp, now()).await.unwrap(), "stale token loses");
+    assert!(matches!(s.find_refresh("r1").await.unwrap(), RefreshLookup::Reused(_)));
+    assert!(matches!(s.find_refresh("r2").await.unwrap(), RefreshLookup::Current(_)));
+    assert_eq!(s.find_refresh("zzz").await.unwrap(), RefreshLookup::Unknown);
+    assert!(s.revoke_session(sess.id, now()).await.unwrap());
+    assert!(!s.rotate_session(sess.id, "r2", "r4", exp, now()).await.unwrap(), "revoked cannot rotate");
+    assert!(s.get_session(sess.id).await.unwrap().unwrap().revoked_at.is_some());
+    let mut s2 = sess.clone();
+    s2.id = SessionId::new();
+    s2.refresh_hash = "other".into();
+    s2.revoked_at = None;
+    s.insert_session(&s2).await.unwrap();
+    assert_eq!(s.revoke_user_sessions(u.id, now()).await.unwrap(), 1);
+}
+
+async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
+    let id = RequestId::new();
+    let user = UserId::new();
+    let mut rec = UsageRecord {
+        id,
+        client_request_id: Some("client-123".into()),
+        user_id: Some(user),
+        api_key_id: Some(ApiKeyId::new()),
+        provider_id: None,
+        endpoint_id: None,
+        provider_key_id: None,
+        global_model_id: None,
+        requested_model: "claude-sonnet-4-5".into(),
+        upstream_model: None,
+        api_format: ApiFormat::ClaudeCli,
+        endpoint_api_format: None,
+        is_stream: true,
+        status: UsageStatus::Pending,
+        status_code: None,
+        error_type: None,
+        error_message: None,
+        tokens: TokenUsage::default(),
+        cost: CostBreakdown::default(),
+        unpriced: false,
+        latency_ms: None,
+        ttfb_ms: None,
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("claude-cli/2.1".into()),
+        created_at: now(),
+        updated_at: now(),
+    };
+    s.upsert_usage(std::slice::from_ref(&rec)).await.unwrap();
+    assert_eq!(s.get_usage(id).await.unwrap().unwrap(), rec);
+
+    rec.status = UsageStatus::Completed;
+    rec.status_code = Some(200);
+    rec.provider_id = Some(ProviderId::new());
+    rec.upstream_model = Some("claude-sonnet-4-5-20250929".into());
+    rec.tokens = TokenUsage { input: 10, output: 20, cache_creation_5m: 3, cache_creation_1h: 4, cache_read: 5, reasoning: 1 };
+    rec.cost = CostBreakdown {
+        tier_index: 1,
+        tier_up_to: None,
+        unit_prices: Some(PriceTier::flat(Usd::dollars(3), Usd::dollars(15)).unit_prices()),
+        input: "0.00003".parse().unwrap(),
+        output: "0.0003".parse().unwrap(),
+        cache_creation_5m: Usd::from_nanos(11),
+        cache_creation_1h: Usd::from_nanos(24),
+        cache_read: Usd::from_nanos(2),
+        per_request: Usd::ZERO,
+        total: Usd::from_nanos(330_037),
+        actual_total: Usd::from_nanos(181_520),
+        multiplier: "0.55".parse().unwrap(),
+    };
+    rec.latency_ms = Some(1234);
+    rec.ttfb_ms = Some(120);
+    let other = UsageRecord {
+        id: RequestId::new(),
+        user_id: Some(UserId::new()),
+        status: UsageStatus::Failed,
+        ..rec.clone()
+    };
+    s.upsert_usage(&[rec.clone(), other.clone()]).await.unwrap();
+    assert_eq!(s.get_usage(id).await.unwrap().unwrap(), rec);
+
+    let mine = s
+        .list_usage(&UsageFilter { user_id: Some(user), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(mine.items, vec![rec.clone()]);
+    let failed = s
+        .list_usage(&UsageFilter { status: Some("failed".into()), ..Default::default() }, Page::default())
+        .await
+        .unwrap();
+    assert_eq!(failed.total, 1);
+
+    let bodies = UsageBodies {
+        request_headers: Some(json!({"x-api-key": "sk-a…bcd"})),
+        request_body: Some("{\"model\":\"x\"}".into()),
+        response_headers: None,
+        response_body: Some("data: {}\n\n".into()),
+    };
+    s.put_usage_bodies(id, &bodies, now()).await.unwrap();
+    assert_eq!(s.get_usage_bodies(id).await.unwrap().unwrap(), bodies);
+    assert!(s.get_usage_bodies(other.id).await.unwrap().is_none());
+
+    let mk = |ci: u32, ri: u32, status: TraceStatus| AttemptTrace {
+        id: TraceId::new(),
+        request_id: id,
+        candidate_index: ci,
+        retry_index: ri,
+        provider_id: None,
+        endpoint_id: None,
+        provider_key_id: None,
+        status,
+        skip_reason: (status == TraceStatus::Skipped).then(|| "breaker open".to_string()),
+        status_code: (status == TraceStatus::Failed).then_some(429),
+        error_type: None,
+        error_message: None,
+        latency_ms: Some(10),
+        concurrency: Some(2),
+        conversion: None,
+        started_at: now(),
+        finished_at: Some(now()),
+    };
+    let t2 = mk(1, 0, TraceStatus::Success);
+    let t1 = mk(0, 0, TraceStatus::Failed);
+    let t0 = mk(0, 1, TraceStatus::Skipped);
+    s.insert_traces(&[t2.clone(), t1.clone(), t0.clone()]).await.unwrap();
+    let got = s.list_traces(id).await.unwrap();
+    assert_eq!(got, vec![t1, t0, t2], "ordered by candidate, then retry");
+}
+
+async fn config_changes_are_all_or_nothing(s: &SqlStore) {
+    let g = global("gpt-5");
+    let p = provider("openai");
+    let e = endpoint(p.id, ApiFormat::Openai);
+    let k = pkey(&e, "fp");
+    let pm = pmodel(p.id, g.id, "gpt-5-2025");
+    s.apply_config(&[
+        ConfigChange::InsertGlobalModel(g.clone()),
+        ConfigChange::InsertProvider(p.clone()),
+        ConfigChange::InsertEndpoint(e.clone()),
+        ConfigChange::InsertProviderKey(k.clone()),
+        ConfigChange::InsertProviderModel(pm.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.get_provider_key(k.id).await.unwrap().unwrap(), k);
+    assert_eq!(s.get_endpoint(e.id).await.unwrap().unwrap(), e);
+
+    // The second change violates a unique rule: the first must not survive either.
+    let p2 = provider("azure");
+    let result = s
+        .apply_config(&[ConfigChange::InsertProvider(p2.clone()), ConfigChange::InsertGlobalModel(global("gpt-5"))])
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))));
+    assert!(s.get_provider(p2.id).await.unwrap().is_none());
+
+    let mut p3 = p.clone();
+    p3.display_name = "OpenAI (main)".into();
+    let mut pm3 = pm.clone();
+    pm3.price_per_request = Some(Usd::dollars(1));
+    s.apply_config(&[ConfigChange::UpdateProvider(p3.clone()), ConfigChange::UpdateProviderModel(pm3.clone())])
+        .await
+        .unwrap();
+    assert_eq!(s.get_provider(p.id).await.unwrap().unwrap(), p3);
+    assert_eq!(s.get_provider_model(pm.id).await.unwrap().unwrap(), pm3);
+}
