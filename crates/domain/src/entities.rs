@@ -18,6 +18,7 @@ macro_rules! str_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),* }
 
         impl $name {
@@ -92,6 +93,7 @@ pub type AllowList<T> = Option<Vec<T>>;
 
 /// A console/API account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: UserId,
     pub email: String,
@@ -120,6 +122,7 @@ pub struct User {
 
 /// A gateway key. A user's key has `user_id`; a standalone key has none and a balance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub user_id: Option<UserId>,
@@ -151,6 +154,7 @@ pub struct ApiKey {
 
 /// One movement of a standalone key's balance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub id: LedgerId,
     pub api_key_id: ApiKeyId,
@@ -166,6 +170,7 @@ pub struct LedgerEntry {
 
 /// An upstream vendor account or relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provider {
     pub id: ProviderId,
     /// Slug, unique.
@@ -185,6 +190,7 @@ pub struct Provider {
     /// Lower = preferred.
     pub provider_priority: i32,
     pub is_active: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -192,6 +198,7 @@ pub struct Provider {
 
 /// Outbound proxy of an endpoint. The password is sealed at rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProxyConfig {
     /// `http://`, `https://` or `socks5://` host and port.
     pub url: String,
@@ -204,6 +211,7 @@ pub struct ProxyConfig {
 
 /// One API format of a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     pub id: EndpointId,
     pub provider_id: ProviderId,
@@ -217,6 +225,7 @@ pub struct Endpoint {
     pub max_concurrent: Option<u32>,
     pub proxy: Option<ProxyConfig>,
     pub is_active: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -224,6 +233,7 @@ pub struct Endpoint {
 
 /// An upstream credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderKey {
     pub id: ProviderKeyId,
     pub endpoint_id: EndpointId,
@@ -257,6 +267,7 @@ pub struct ProviderKey {
 
 /// What a model can do (`GlobalModel.config` in the original).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelCapabilities {
     #[serde(default = "yes")]
     pub streaming: bool,
@@ -294,6 +305,7 @@ impl Default for ModelCapabilities {
 
 /// A public model name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GlobalModel {
     pub id: GlobalModelId,
     pub name: String,
@@ -306,6 +318,7 @@ pub struct GlobalModel {
     pub default_tiered_pricing: Option<TieredPricing>,
     pub default_price_per_request: Option<Usd>,
     /// Free-form extra metadata (icon, family, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     pub usage_count: i64,
     pub created_at: Timestamp,
@@ -314,6 +327,7 @@ pub struct GlobalModel {
 
 /// An alternative upstream name for a provider model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelMapping {
     pub name: String,
     /// Lower wins; default 1.
@@ -330,6 +344,7 @@ fn one() -> i32 {
 
 /// One provider's implementation of a global model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderModel {
     pub id: ProviderModelId,
     pub provider_id: ProviderId,
@@ -345,6 +360,7 @@ pub struct ProviderModel {
     pub supports_extended_thinking: Option<bool>,
     pub supports_image_generation: Option<bool>,
     pub is_active: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -367,6 +383,7 @@ impl ProviderModel {
 
 /// One gateway request, as accounted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageRecord {
     pub id: RequestId,
     /// The client's own `x-request-id`, kept apart and never used as a key.
@@ -400,15 +417,19 @@ pub struct UsageRecord {
 
 /// Logged headers and bodies of a request (subject to the log level and retention).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageBodies {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub request_headers: Option<Value>,
     pub request_body: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub response_headers: Option<Value>,
     pub response_body: Option<String>,
 }
 
 /// One attempt of a request against one candidate (or a skipped candidate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptTrace {
     pub id: TraceId,
     pub request_id: RequestId,
@@ -432,6 +453,7 @@ pub struct AttemptTrace {
 
 /// An entry of the audit log (admin and security events only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: AuditId,
     pub actor_id: Option<UserId>,
@@ -440,12 +462,14 @@ pub struct AuditEntry {
     pub action: String,
     pub target_type: Option<String>,
     pub target_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: Value,
     pub ip: Option<String>,
     pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Announcement {
     pub id: AnnouncementId,
     pub title: String,
@@ -474,8 +498,10 @@ impl Announcement {
 
 /// An IP allow/block rule (CIDR).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IpRule {
     pub id: IpRuleId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.0.0.0/8"))]
     pub cidr: IpNet,
     pub action: IpAction,
     pub note: Option<String>,
@@ -487,6 +513,7 @@ pub struct IpRule {
 /// A login session: one refresh-token family. Each refresh rotates the token; presenting an
 /// already-rotated token revokes the whole session (token theft detection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub id: SessionId,
     pub user_id: UserId,

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ApiFormat {
     /// Anthropic Messages API, upstream auth `x-api-key`.
@@ -26,6 +27,7 @@ pub enum ApiFormat {
 
 /// The wire dialect of a format (what the bytes look like).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
     AnthropicMessages,
@@ -80,7 +82,9 @@ impl fmt::Display for ApiFormat {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown API format `{0}` (expected one of CLAUDE, CLAUDE_CLI, OPENAI, OPENAI_CLI, GEMINI, GEMINI_CLI)")]
+#[error(
+    "unknown API format `{0}` (expected one of CLAUDE, CLAUDE_CLI, OPENAI, OPENAI_CLI, GEMINI, GEMINI_CLI)"
+)]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for ApiFormat {
@@ -104,7 +108,10 @@ mod tests {
             let json = serde_json::to_string(&f).unwrap();
             assert_eq!(json, format!("\"{}\"", f.as_str()));
         }
-        assert_eq!("openai_cli".parse::<ApiFormat>().unwrap(), ApiFormat::OpenaiCli);
+        assert_eq!(
+            "openai_cli".parse::<ApiFormat>().unwrap(),
+            ApiFormat::OpenaiCli
+        );
         assert!("SOAP".parse::<ApiFormat>().is_err());
     }
 }

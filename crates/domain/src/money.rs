@@ -359,12 +359,24 @@ mod tests {
     fn parses_strings_and_numbers_exactly() {
         assert_eq!("0.000015".parse::<Usd>().unwrap().nanos(), 15_000);
         assert_eq!("3".parse::<Usd>().unwrap(), Usd::dollars(3));
-        assert_eq!(serde_json::from_str::<Usd>("0.1").unwrap().nanos(), 100_000_000);
-        assert_eq!(serde_json::from_str::<Usd>("\"12.345\"").unwrap().nanos(), 12_345_000_000);
+        assert_eq!(
+            serde_json::from_str::<Usd>("0.1").unwrap().nanos(),
+            100_000_000
+        );
+        assert_eq!(
+            serde_json::from_str::<Usd>("\"12.345\"").unwrap().nanos(),
+            12_345_000_000
+        );
         assert_eq!(serde_json::from_str::<Usd>("15").unwrap(), Usd::dollars(15));
-        assert!("0.0000000001".parse::<Usd>().is_err(), "sub-nano must be refused");
+        assert!(
+            "0.0000000001".parse::<Usd>().is_err(),
+            "sub-nano must be refused"
+        );
         assert!("abc".parse::<Usd>().is_err());
-        assert_eq!(serde_json::to_string(&Usd::from_nanos(15_000)).unwrap(), "\"0.000015\"");
+        assert_eq!(
+            serde_json::to_string(&Usd::from_nanos(15_000)).unwrap(),
+            "\"0.000015\""
+        );
         assert_eq!(Usd::dollars(-2).to_string(), "-2");
     }
 

@@ -12,6 +12,7 @@ use crate::money::{Multiplier, Usd};
 
 /// One price band. `up_to` is inclusive; `None` = unbounded (only the last tier).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PriceTier {
     #[serde(default)]
     pub up_to: Option<u64>,
@@ -62,6 +63,7 @@ impl PriceTier {
 
 /// Resolved per-million prices of one tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnitPrices {
     pub input: Usd,
     pub output: Usd,
@@ -72,6 +74,7 @@ pub struct UnitPrices {
 
 /// A model's price list.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TieredPricing {
     pub tiers: Vec<PriceTier>,
 }
@@ -144,6 +147,7 @@ impl TieredPricing {
 /// Token counts, normalised: `input` excludes cache reads and writes; `output` includes
 /// reasoning tokens (they are billed as output); `reasoning` is informational.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenUsage {
     pub input: u64,
     pub output: u64,
@@ -175,6 +179,7 @@ impl TokenUsage {
 /// The full cost of a request, per component, in list prices, plus what the upstream account
 /// actually pays.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CostBreakdown {
     /// Index of the applied tier and its bound.
     pub tier_index: usize,
@@ -270,7 +275,10 @@ mod tests {
     #[test]
     fn validation_catches_malformed_tiers() {
         assert!(two_tiers().validate().is_ok());
-        assert_eq!(TieredPricing::default().validate(), Err(PricingError::Empty));
+        assert_eq!(
+            TieredPricing::default().validate(),
+            Err(PricingError::Empty)
+        );
         let mut p = two_tiers();
         p.tiers.swap(0, 1);
         assert_eq!(p.validate(), Err(PricingError::UnboundedNotLast(0)));
@@ -288,7 +296,11 @@ mod tests {
         };
         assert_eq!(p.tier_for(u.context_tokens()).unwrap().0, 0);
         u.cache_read = 50_000;
-        assert_eq!(p.tier_for(u.context_tokens()).unwrap().0, 0, "200k is inclusive");
+        assert_eq!(
+            p.tier_for(u.context_tokens()).unwrap().0,
+            0,
+            "200k is inclusive"
+        );
         u.cache_read = 50_001;
         assert_eq!(p.tier_for(u.context_tokens()).unwrap().0, 1);
     }

@@ -57,7 +57,8 @@ impl Cipher {
             if raw.len() != 32 {
                 return Err(SecretError::KeyLength(raw.len()));
             }
-            let key = Key::<Aes256Gcm>::try_from(raw).map_err(|_| SecretError::KeyLength(raw.len()))?;
+            let key =
+                Key::<Aes256Gcm>::try_from(raw).map_err(|_| SecretError::KeyLength(raw.len()))?;
             keys.push((key_id(raw), Aes256Gcm::new(&key)));
         }
         Ok(Self { keys })
@@ -97,7 +98,10 @@ impl Cipher {
 
     /// Seals a plaintext secret.
     pub fn seal(&self, plaintext: &str) -> Result<String, SecretError> {
-        let (id, cipher) = self.keys.first().ok_or(SecretError::UnknownKey(String::new()))?;
+        let (id, cipher) = self
+            .keys
+            .first()
+            .ok_or(SecretError::UnknownKey(String::new()))?;
         let nonce = Nonce::generate();
         let ct = cipher
             .encrypt(
@@ -124,7 +128,9 @@ impl Cipher {
             .find(|(k, _)| k == id)
             .map(|(_, c)| c)
             .ok_or_else(|| SecretError::UnknownKey(id.to_string()))?;
-        let blob = URL_SAFE_NO_PAD.decode(body).map_err(|_| SecretError::Corrupt)?;
+        let blob = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| SecretError::Corrupt)?;
         if blob.len() < NONCE_LEN + 16 {
             return Err(SecretError::Corrupt);
         }
@@ -230,7 +236,10 @@ mod tests {
         let rotated = Cipher::new(&k2, std::slice::from_ref(&k1)).unwrap();
         assert_eq!(rotated.open(&sealed).unwrap(), "sk-ant-secret-value");
         let resealed = rotated.seal("v").unwrap();
-        assert!(matches!(old.open(&resealed), Err(SecretError::UnknownKey(_))));
+        assert!(matches!(
+            old.open(&resealed),
+            Err(SecretError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -249,7 +258,10 @@ mod tests {
     fn keys_decode_from_hex_or_base64() {
         let hex = "00".repeat(32);
         assert_eq!(Cipher::decode_key(&hex).unwrap(), vec![0u8; 32]);
-        assert!(matches!(Cipher::decode_key("c2hvcnQ="), Err(SecretError::KeyLength(5))));
+        assert!(matches!(
+            Cipher::decode_key("c2hvcnQ="),
+            Err(SecretError::KeyLength(5))
+        ));
     }
 
     #[test]

@@ -13,9 +13,14 @@ use crate::money::Usd;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SettingKind {
     Bool,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Text,
-    Enum { options: &'static [&'static str] },
+    Enum {
+        options: &'static [&'static str],
+    },
     TextList,
     /// A USD amount as a decimal string; `null` allowed.
     MoneyOrNull,
@@ -41,12 +46,16 @@ impl SettingDef {
     pub fn validate(&self, v: &Value) -> Result<Value, String> {
         let bad = |what: &str| Err(format!("setting `{}` must be {what}", self.key));
         match self.kind {
-            SettingKind::Bool => v.as_bool().map_or_else(|| bad("true or false"), |b| Ok(json!(b))),
+            SettingKind::Bool => v
+                .as_bool()
+                .map_or_else(|| bad("true or false"), |b| Ok(json!(b))),
             SettingKind::Int { min, max } => match v.as_i64() {
                 Some(i) if (min..=max).contains(&i) => Ok(json!(i)),
                 _ => bad(&format!("an integer between {min} and {max}")),
             },
-            SettingKind::Text => v.as_str().map_or_else(|| bad("a string"), |s| Ok(json!(s.trim()))),
+            SettingKind::Text => v
+                .as_str()
+                .map_or_else(|| bad("a string"), |s| Ok(json!(s.trim()))),
             SettingKind::Enum { options } => match v.as_str() {
                 Some(s) if options.contains(&s) => Ok(json!(s)),
                 _ => bad(&format!("one of {}", options.join(", "))),
@@ -60,7 +69,10 @@ impl SettingDef {
                 other => serde_json::from_value::<Usd>(other.clone())
                     .ok()
                     .filter(|u| !u.is_negative())
-                    .map_or_else(|| bad("a non-negative USD amount or null"), |u| Ok(json!(u))),
+                    .map_or_else(
+                        || bad("a non-negative USD amount or null"),
+                        |u| Ok(json!(u)),
+                    ),
             },
         }
     }
@@ -182,7 +194,10 @@ impl Settings {
     }
 
     fn flag(&self, key: &str) -> bool {
-        self.values.get(key).and_then(Value::as_bool).unwrap_or(false)
+        self.values
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     #[must_use]
@@ -198,7 +213,11 @@ impl Settings {
         self.values
             .get("masked_headers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_ascii_lowercase)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_ascii_lowercase))
+                    .collect()
+            })
             .unwrap_or_default()
     }
     #[must_use]
@@ -265,7 +284,12 @@ mod tests {
     #[test]
     fn every_default_validates() {
         for d in SETTINGS {
-            assert_eq!(d.validate(&d.default_value()), Ok(d.default_value()), "{}", d.key);
+            assert_eq!(
+                d.validate(&d.default_value()),
+                Ok(d.default_value()),
+                "{}",
+                d.key
+            );
         }
         let keys: std::collections::BTreeSet<_> = SETTINGS.iter().map(|d| d.key).collect();
         assert_eq!(keys.len(), SETTINGS.len(), "duplicate setting key");
@@ -275,8 +299,14 @@ mod tests {
     fn invalid_values_are_named_and_stored_junk_falls_back() {
         let d = def("log_level").unwrap();
         let e = d.validate(&json!("verbose")).unwrap_err();
-        assert!(e.contains("log_level") && e.contains("basic, headers, full"), "{e}");
-        let e = def("stream_first_byte_timeout_secs").unwrap().validate(&json!(0)).unwrap_err();
+        assert!(
+            e.contains("log_level") && e.contains("basic, headers, full"),
+            "{e}"
+        );
+        let e = def("stream_first_byte_timeout_secs")
+            .unwrap()
+            .validate(&json!(0))
+            .unwrap_err();
         assert!(e.contains("between 1 and 600"));
         let mut stored = BTreeMap::new();
         stored.insert("log_level".to_string(), json!("nonsense"));
@@ -285,7 +315,9 @@ mod tests {
         assert_eq!(s.log_level(), "basic");
         assert!(!s.cache_affinity());
         assert_eq!(
-            def("default_user_quota_usd").unwrap().validate(&json!("5.5")),
+            def("default_user_quota_usd")
+                .unwrap()
+                .validate(&json!("5.5")),
             Ok(json!("5.5"))
         );
     }

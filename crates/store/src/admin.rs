@@ -36,7 +36,11 @@ pub trait AdminRepo: Send + Sync {
     async fn update_announcement(&self, a: &Announcement) -> Result<()>;
     async fn get_announcement(&self, id: AnnouncementId) -> Result<Option<Announcement>>;
     /// Pinned first, then by priority and recency. `visible_at` keeps only those users see now.
-    async fn list_announcements(&self, visible_at: Option<Timestamp>, page: Page) -> Result<Paged<Announcement>>;
+    async fn list_announcements(
+        &self,
+        visible_at: Option<Timestamp>,
+        page: Page,
+    ) -> Result<Paged<Announcement>>;
     async fn delete_announcement(&self, id: AnnouncementId) -> Result<bool>;
 
     async fn insert_ip_rule(&self, r: &IpRule) -> Result<()>;
@@ -44,7 +48,8 @@ pub trait AdminRepo: Send + Sync {
     async fn delete_ip_rule(&self, id: IpRuleId) -> Result<bool>;
 }
 
-const AUDIT_COLS: &str = "id, actor_id, actor_email, action, target_type, target_id, details, ip, created_at";
+const AUDIT_COLS: &str =
+    "id, actor_id, actor_email, action, target_type, target_id, details, ip, created_at";
 
 fn audit_from_row(r: &Row) -> Result<AuditEntry> {
     Ok(AuditEntry {
@@ -94,13 +99,23 @@ fn ip_from_row(r: &Row) -> Result<IpRule> {
     })
 }
 
-pub(crate) async fn put_setting<E: Exec>(ex: &mut E, key: &str, value: &Value, actor: Option<UserId>) -> Result<()> {
+pub(crate) async fn put_setting<E: Exec>(
+    ex: &mut E,
+    key: &str,
+    value: &Value,
+    actor: Option<UserId>,
+) -> Result<()> {
     ex.execute(
         "INSERT INTO system_settings (key, value, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, \
          updated_at = excluded.updated_at"
             .into(),
-        args![key, j(value), actor.map(|a| a.to_string()), Timestamp::now().millis()],
+        args![
+            key,
+            j(value),
+            actor.map(|a| a.to_string()),
+            Timestamp::now().millis()
+        ],
     )
     .await?;
     Ok(())
@@ -127,7 +142,10 @@ impl AdminRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM system_settings WHERE key = $1".into(), args![key])
+            .execute(
+                "DELETE FROM system_settings WHERE key = $1".into(),
+                args![key],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -176,7 +194,13 @@ impl AdminRepo for SqlStore {
             f.cond("created_at >= {}", since.millis());
         }
         let (rows, total) = f
-            .page(&mut self.db.clone(), AUDIT_COLS, "audit_log", "created_at DESC, id DESC", page)
+            .page(
+                &mut self.db.clone(),
+                AUDIT_COLS,
+                "audit_log",
+                "created_at DESC, id DESC",
+                page,
+            )
             .await?;
         Ok(Paged {
             items: rows.iter().map(audit_from_row).collect::<Result<_>>()?,
@@ -250,11 +274,18 @@ impl AdminRepo for SqlStore {
             .transpose()
     }
 
-    async fn list_announcements(&self, visible_at: Option<Timestamp>, page: Page) -> Result<Paged<Announcement>> {
+    async fn list_announcements(
+        &self,
+        visible_at: Option<Timestamp>,
+        page: Page,
+    ) -> Result<Paged<Announcement>> {
         let mut f = Filter::new();
         if let Some(now) = visible_at {
             f.raw("is_active = TRUE");
-            f.cond("(start_time IS NULL OR start_time <= {}) AND (end_time IS NULL OR end_time > {})", now.millis());
+            f.cond(
+                "(start_time IS NULL OR start_time <= {}) AND (end_time IS NULL OR end_time > {})",
+                now.millis(),
+            );
         }
         let (rows, total) = f
             .page(
@@ -275,7 +306,10 @@ impl AdminRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM announcements WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM announcements WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -314,7 +348,10 @@ impl AdminRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM ip_rules WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM ip_rules WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }

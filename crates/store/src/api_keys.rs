@@ -8,7 +8,10 @@ use crate::SqlStore;
 use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::{Result, StoreError};
-use crate::sql::{Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_parse, opt_ts, opt_u32, parse, ts, usd};
+use crate::sql::{
+    Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_parse, opt_ts, opt_u32, parse,
+    ts, usd,
+};
 
 /// Filters for listing keys.
 #[derive(Debug, Clone, Default)]
@@ -204,7 +207,13 @@ impl ApiKeyRepo for SqlStore {
             f.cond("LOWER(name) LIKE {} ESCAPE '\\'", like_pattern(s.trim()));
         }
         let (rows, total) = f
-            .page(&mut self.db.clone(), COLS, "api_keys", "created_at DESC, id DESC", page)
+            .page(
+                &mut self.db.clone(),
+                COLS,
+                "api_keys",
+                "created_at DESC, id DESC",
+                page,
+            )
             .await?;
         Ok(Paged {
             items: rows.iter().map(from_row).collect::<Result<_>>()?,
@@ -216,7 +225,10 @@ impl ApiKeyRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM api_keys WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM api_keys WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -232,13 +244,17 @@ impl ApiKeyRepo for SqlStore {
         };
         let now = Timestamp::now();
         let row = tx
-            .fetch_optional(sql.into(), args![id.to_string(), c.amount.nanos(), now.millis()])
+            .fetch_optional(
+                sql.into(),
+                args![id.to_string(), c.amount.nanos(), now.millis()],
+            )
             .await?;
         let Some(row) = row else {
             // Tell "no such standalone key" from "would go negative".
             let exists = tx
                 .fetch_optional(
-                    "SELECT balance_usd FROM api_keys WHERE id = $1 AND is_standalone = TRUE".into(),
+                    "SELECT balance_usd FROM api_keys WHERE id = $1 AND is_standalone = TRUE"
+                        .into(),
                     args![id.to_string()],
                 )
                 .await?;
@@ -286,7 +302,13 @@ impl ApiKeyRepo for SqlStore {
         let mut f = Filter::new();
         f.cond("api_key_id = {}", id.to_string());
         let (rows, total) = f
-            .page(&mut self.db.clone(), LEDGER_COLS, "balance_ledger", "created_at DESC, id DESC", page)
+            .page(
+                &mut self.db.clone(),
+                LEDGER_COLS,
+                "balance_ledger",
+                "created_at DESC, id DESC",
+                page,
+            )
             .await?;
         Ok(Paged {
             items: rows.iter().map(ledger_from_row).collect::<Result<_>>()?,

@@ -126,7 +126,9 @@ impl Db {
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut me = self.clone();
-        me.fetch_all("SELECT 1 AS one".into(), Vec::new()).await.map(|_| ())
+        me.fetch_all("SELECT 1 AS one".into(), Vec::new())
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -266,7 +268,11 @@ macro_rules! bind_all {
 
 macro_rules! run_on {
     ($conn:expr, $sql:expr, $args:expr, execute) => {
-        bind_all!($sql, $args).execute($conn).await.map(|r| r.rows_affected()).map_err(StoreError::from)
+        bind_all!($sql, $args)
+            .execute($conn)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(StoreError::from)
     };
     ($conn:expr, $sql:expr, $args:expr, fetch_all, $wrap:path) => {
         bind_all!($sql, $args)
@@ -296,7 +302,11 @@ impl Exec for Db {
         }
     }
 
-    async fn fetch_all(&mut self, sql: Cow<'static, str>, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+    async fn fetch_all(
+        &mut self,
+        sql: Cow<'static, str>,
+        args: Vec<Arg>,
+    ) -> Result<Vec<Row>, StoreError> {
         match &self.pool {
             Pool::Sqlite(p) => run_on!(p, sql, args, fetch_all, RowInner::Sqlite),
             Pool::Postgres(p) => run_on!(p, sql, args, fetch_all, RowInner::Postgres),
@@ -330,7 +340,11 @@ impl Exec for Tx {
         }
     }
 
-    async fn fetch_all(&mut self, sql: Cow<'static, str>, args: Vec<Arg>) -> Result<Vec<Row>, StoreError> {
+    async fn fetch_all(
+        &mut self,
+        sql: Cow<'static, str>,
+        args: Vec<Arg>,
+    ) -> Result<Vec<Row>, StoreError> {
         match self {
             Self::Sqlite(t) => run_on!(&mut **t, sql, args, fetch_all, RowInner::Sqlite),
             Self::Postgres(t) => run_on!(&mut **t, sql, args, fetch_all, RowInner::Postgres),
@@ -398,6 +412,9 @@ mod tests {
             redact_url("postgres://aether:s3cret@db:5432/aether"),
             "postgres://aether:***@db:5432/aether"
         );
-        assert_eq!(redact_url("sqlite://data/aether.db"), "sqlite://data/aether.db");
+        assert_eq!(
+            redact_url("sqlite://data/aether.db"),
+            "sqlite://data/aether.db"
+        );
     }
 }

@@ -24,7 +24,10 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
             if db.is_unique_violation() {
-                return Self::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string));
+                return Self::Conflict(
+                    db.constraint()
+                        .map_or_else(|| db.message().to_string(), str::to_string),
+                );
             }
             if db.is_foreign_key_violation() {
                 return Self::Conflict(format!("referenced record missing: {}", db.message()));

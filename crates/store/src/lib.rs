@@ -16,8 +16,8 @@ mod migrations;
 pub mod models;
 pub mod providers;
 pub mod sessions;
-pub mod testing;
 mod sql;
+pub mod testing;
 pub mod usage;
 pub mod users;
 
@@ -32,6 +32,7 @@ pub use models::{GlobalModelFilter, ModelRepo};
 pub use providers::{ProviderFilter, ProviderRepo};
 pub use sessions::{RefreshLookup, SessionRepo};
 pub use sql::{Page, Paged};
+pub use sqlx::Error as SqlxError;
 pub use usage::{UsageFilter, UsageRepo};
 pub use users::{UserFilter, UserRepo};
 

@@ -22,7 +22,11 @@ pub trait ModelRepo: Send + Sync {
     async fn update_global_model(&self, m: &GlobalModel) -> Result<()>;
     async fn get_global_model(&self, id: GlobalModelId) -> Result<Option<GlobalModel>>;
     async fn get_global_model_by_name(&self, name: &str) -> Result<Option<GlobalModel>>;
-    async fn list_global_models(&self, f: &GlobalModelFilter, page: Page) -> Result<Paged<GlobalModel>>;
+    async fn list_global_models(
+        &self,
+        f: &GlobalModelFilter,
+        page: Page,
+    ) -> Result<Paged<GlobalModel>>;
     /// Deletes the model and every provider model implementing it.
     async fn delete_global_model(&self, id: GlobalModelId) -> Result<bool>;
     async fn bump_global_model_usage(&self, id: GlobalModelId, n: i64) -> Result<()>;
@@ -225,7 +229,11 @@ impl ModelRepo for SqlStore {
             .transpose()
     }
 
-    async fn list_global_models(&self, gf: &GlobalModelFilter, page: Page) -> Result<Paged<GlobalModel>> {
+    async fn list_global_models(
+        &self,
+        gf: &GlobalModelFilter,
+        page: Page,
+    ) -> Result<Paged<GlobalModel>> {
         let mut f = Filter::new();
         if let Some(s) = gf.search.as_deref().filter(|s| !s.trim().is_empty()) {
             f.cond(
@@ -249,7 +257,10 @@ impl ModelRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM global_models WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM global_models WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -311,7 +322,10 @@ impl ModelRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM provider_models WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM provider_models WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }

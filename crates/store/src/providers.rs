@@ -9,8 +9,8 @@ use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::Result;
 use crate::sql::{
-    Filter, Page, Paged, i32_, j, json, like_pattern, oj, opt_i32, opt_json, opt_ts, opt_u32, opt_usd, parse, ts,
-    u32_, usd,
+    Filter, Page, Paged, i32_, j, json, like_pattern, oj, opt_i32, opt_json, opt_ts, opt_u32,
+    opt_usd, parse, ts, u32_, usd,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -333,7 +333,13 @@ impl ProviderRepo for SqlStore {
             f.cond("is_active = {}", a);
         }
         let (rows, total) = f
-            .page(&mut self.db.clone(), P_COLS, "providers", "provider_priority, name", page)
+            .page(
+                &mut self.db.clone(),
+                P_COLS,
+                "providers",
+                "provider_priority, name",
+                page,
+            )
             .await?;
         Ok(Paged {
             items: rows.iter().map(provider_from_row).collect::<Result<_>>()?,
@@ -345,7 +351,10 @@ impl ProviderRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM providers WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM providers WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -366,7 +375,8 @@ impl ProviderRepo for SqlStore {
             .db
             .clone()
             .execute(
-                "UPDATE providers SET quota_used_usd = 0, period_started_at = $2 WHERE id = $1".into(),
+                "UPDATE providers SET quota_used_usd = 0, period_started_at = $2 WHERE id = $1"
+                    .into(),
                 args![id.to_string(), at.millis()],
             )
             .await?;
@@ -396,18 +406,26 @@ impl ProviderRepo for SqlStore {
         if let Some(p) = provider {
             f.cond("provider_id = {}", p.to_string());
         }
-        f.all(&mut self.db.clone(), E_COLS, "endpoints", "provider_id, api_format")
-            .await?
-            .iter()
-            .map(endpoint_from_row)
-            .collect()
+        f.all(
+            &mut self.db.clone(),
+            E_COLS,
+            "endpoints",
+            "provider_id, api_format",
+        )
+        .await?
+        .iter()
+        .map(endpoint_from_row)
+        .collect()
     }
 
     async fn delete_endpoint(&self, id: EndpointId) -> Result<bool> {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM endpoints WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM endpoints WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -462,7 +480,13 @@ impl ProviderRepo for SqlStore {
                 "UPDATE provider_keys SET secret_sealed = $2, secret_fingerprint = $3, \
                  api_key_masked = $4, updated_at = $5 WHERE id = $1"
                     .into(),
-                args![id.to_string(), sealed, fingerprint, masked, Timestamp::now().millis()],
+                args![
+                    id.to_string(),
+                    sealed,
+                    fingerprint,
+                    masked,
+                    Timestamp::now().millis()
+                ],
             )
             .await?;
         Ok(n > 0)
@@ -499,7 +523,10 @@ impl ProviderRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM provider_keys WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM provider_keys WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }

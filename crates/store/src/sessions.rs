@@ -97,7 +97,9 @@ impl SessionRepo for SqlStore {
     async fn find_refresh(&self, refresh_hash: &str) -> Result<RefreshLookup> {
         let mut f = Filter::new();
         f.cond("(refresh_hash = {} OR previous_hash = {})", refresh_hash);
-        let rows = f.all(&mut self.db.clone(), COLS, "auth_sessions", "created_at").await?;
+        let rows = f
+            .all(&mut self.db.clone(), COLS, "auth_sessions", "created_at")
+            .await?;
         let Some(s) = rows.first().map(from_row).transpose()? else {
             return Ok(RefreshLookup::Unknown);
         };
@@ -124,7 +126,13 @@ impl SessionRepo for SqlStore {
                  expires_at = $4, last_refreshed_at = $5 \
                  WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL"
                     .into(),
-                args![id.to_string(), old_hash, new_hash, expires_at.millis(), at.millis()],
+                args![
+                    id.to_string(),
+                    old_hash,
+                    new_hash,
+                    expires_at.millis(),
+                    at.millis()
+                ],
             )
             .await?;
         Ok(n > 0)
@@ -135,7 +143,8 @@ impl SessionRepo for SqlStore {
             .db
             .clone()
             .execute(
-                "UPDATE auth_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL".into(),
+                "UPDATE auth_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+                    .into(),
                 args![id.to_string(), at.millis()],
             )
             .await?;

@@ -78,7 +78,10 @@ pub(crate) fn json<T: DeserializeOwned>(r: &Row, col: &str) -> Result<T> {
 
 pub(crate) fn opt_json<T: DeserializeOwned>(r: &Row, col: &str) -> Result<Option<T>> {
     r.opt_text(col)?
-        .map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("column `{col}`: {e}"))))
+        .map(|s| {
+            serde_json::from_str(&s)
+                .map_err(|e| StoreError::Corrupt(format!("column `{col}`: {e}")))
+        })
         .transpose()
 }
 
@@ -218,7 +221,10 @@ impl Filter {
         from: &'static str,
         order_by: &'static str,
     ) -> Result<Vec<Row>> {
-        let sql = format!("SELECT {select} FROM {from}{} ORDER BY {order_by}", self.where_sql());
+        let sql = format!(
+            "SELECT {select} FROM {from}{} ORDER BY {order_by}",
+            self.where_sql()
+        );
         ex.fetch_all(Cow::Owned(sql), self.args).await
     }
 }

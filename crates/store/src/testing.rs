@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::SqlStore;
 use crate::db::{Backend, ConnectOptions, Db, Exec};
 use crate::error::StoreError;
-use crate::SqlStore;
 
 /// The PostgreSQL server tests use.
 #[must_use]
@@ -35,7 +35,8 @@ impl TestStore {
     }
 
     pub async fn sqlite() -> Result<Self, StoreError> {
-        let dir = std::env::temp_dir().join(format!("aether-test-{}", uuid::Uuid::now_v7().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("aether-test-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Config(e.to_string()))?;
         let url = format!("sqlite://{}", dir.join("aether.db").display());
         let store = SqlStore::open(&url, &ConnectOptions::default()).await?;
@@ -49,10 +50,22 @@ impl TestStore {
 
     pub async fn postgres() -> Result<Self, StoreError> {
         let base = pg_url();
-        let admin = Db::connect(&base, &ConnectOptions { max_connections: 1, pg_schema: None }).await?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let admin = Db::connect(
+            &base,
+            &ConnectOptions {
+                max_connections: 1,
+                pg_schema: None,
+            },
+        )
+        .await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         sweep_stale_schemas(&admin, now).await?;
-        let schema = format!("aether_t_{now}_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        let schema = format!(
+            "aether_t_{now}_{}",
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
         admin
             .clone()
             .execute(format!("CREATE SCHEMA {schema}").into(), Vec::new())
@@ -77,10 +90,21 @@ impl TestStore {
     pub async fn teardown(mut self) {
         self.store.close().await;
         if let Some(schema) = self.schema.take() {
-            if let Ok(admin) = Db::connect(&pg_url(), &ConnectOptions { max_connections: 1, pg_schema: None }).await {
+            if let Ok(admin) = Db::connect(
+                &pg_url(),
+                &ConnectOptions {
+                    max_connections: 1,
+                    pg_schema: None,
+                },
+            )
+            .await
+            {
                 let _ = admin
                     .clone()
-                    .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").into(), Vec::new())
+                    .execute(
+                        format!("DROP SCHEMA IF EXISTS {schema} CASCADE").into(),
+                        Vec::new(),
+                    )
                     .await;
                 admin.close().await;
             }
@@ -112,10 +136,15 @@ async fn sweep_stale_schemas(admin: &Db, now: u64) -> Result<(), StoreError> {
             .nth(2)
             .and_then(|s| s.parse().ok())
             .unwrap_or(now);
-        if now.saturating_sub(created) > 3600 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if now.saturating_sub(created) > 3600
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             let _ = admin
                 .clone()
-                .execute(format!("DROP SCHEMA IF EXISTS {name} CASCADE").into(), Vec::new())
+                .execute(
+                    format!("DROP SCHEMA IF EXISTS {name} CASCADE").into(),
+                    Vec::new(),
+                )
                 .await;
         }
     }

@@ -262,7 +262,13 @@ impl UsageRepo for SqlStore {
             f.cond("created_at < {}", t.millis());
         }
         let (rows, total) = f
-            .page(&mut self.db.clone(), COLS, "usage_records", "created_at DESC, id DESC", page)
+            .page(
+                &mut self.db.clone(),
+                COLS,
+                "usage_records",
+                "created_at DESC, id DESC",
+                page,
+            )
             .await?;
         Ok(Paged {
             items: rows.iter().map(from_row).collect::<Result<_>>()?,

@@ -8,7 +8,9 @@ use crate::SqlStore;
 use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::Result;
-use crate::sql::{Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_ts, opt_usd, parse, ts, usd};
+use crate::sql::{
+    Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_ts, opt_usd, parse, ts, usd,
+};
 
 /// Filters for listing users.
 #[derive(Debug, Clone, Default)]
@@ -144,7 +146,10 @@ impl UserRepo for SqlStore {
 
     async fn find_user_by_login(&self, login: &str) -> Result<Option<User>> {
         let mut f = Filter::new();
-        f.cond("(LOWER(email) = {} OR LOWER(username) = {})", login.trim().to_lowercase());
+        f.cond(
+            "(LOWER(email) = {} OR LOWER(username) = {})",
+            login.trim().to_lowercase(),
+        );
         f.all(&mut self.db.clone(), COLS, "users", "created_at")
             .await?
             .first()
@@ -167,7 +172,13 @@ impl UserRepo for SqlStore {
             f.cond("is_active = {}", a);
         }
         let (rows, total) = f
-            .page(&mut self.db.clone(), COLS, "users", "created_at DESC, id DESC", page)
+            .page(
+                &mut self.db.clone(),
+                COLS,
+                "users",
+                "created_at DESC, id DESC",
+                page,
+            )
             .await?;
         Ok(Paged {
             items: rows.iter().map(from_row).collect::<Result<_>>()?,
@@ -179,7 +190,10 @@ impl UserRepo for SqlStore {
         let n = self
             .db
             .clone()
-            .execute("DELETE FROM users WHERE id = $1".into(), args![id.to_string()])
+            .execute(
+                "DELETE FROM users WHERE id = $1".into(),
+                args![id.to_string()],
+            )
             .await?;
         Ok(n > 0)
     }
@@ -190,7 +204,12 @@ impl UserRepo for SqlStore {
             f.cond("role = {}", role.as_str());
         }
         let rows = f
-            .all(&mut self.db.clone(), "CAST(COUNT(*) AS BIGINT) AS n", "users", "1")
+            .all(
+                &mut self.db.clone(),
+                "CAST(COUNT(*) AS BIGINT) AS n",
+                "users",
+                "1",
+            )
             .await?;
         rows.first().map_or(Ok(0), |r| r.i64("n"))
     }

@@ -67,7 +67,10 @@ fn user(email: &str) -> User {
         allowed_providers: None,
         allowed_api_formats: Some(vec![ApiFormat::Claude, ApiFormat::OpenaiCli]),
         allowed_models: Some(vec!["claude-*".into()]),
-        model_capability_settings: BTreeMap::from([("claude-opus-*".to_string(), vec!["cache_1h".to_string()])]),
+        model_capability_settings: BTreeMap::from([(
+            "claude-opus-*".to_string(),
+            vec!["cache_1h".to_string()],
+        )]),
         last_login_at: None,
         created_at: now(),
         updated_at: now(),
@@ -246,29 +249,60 @@ async fn users_round_trip_filter_and_conflict(s: &SqlStore) {
 
     let got = s.get_user(a.id).await.unwrap().unwrap();
     assert_eq!(got, a);
-    assert_eq!(s.find_user_by_login("ALICE@example.com").await.unwrap().unwrap().id, a.id);
+    assert_eq!(
+        s.find_user_by_login("ALICE@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a.id
+    );
     assert_eq!(s.find_user_by_login("bob").await.unwrap().unwrap().id, b.id);
     assert!(s.find_user_by_login("carol").await.unwrap().is_none());
 
     let dup = user("alice@example.com");
-    assert!(matches!(s.insert_user(&dup).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_user(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     let admins = s
-        .list_users(&UserFilter { role: Some(Role::Admin), ..Default::default() }, Page::default())
+        .list_users(
+            &UserFilter {
+                role: Some(Role::Admin),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!((admins.total, admins.items.len()), (1, 1));
     let search = s
-        .list_users(&UserFilter { search: Some("BO".into()), ..Default::default() }, Page::default())
+        .list_users(
+            &UserFilter {
+                search: Some("BO".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(search.items[0].email, "bob@example.com");
     let wildcard = s
-        .list_users(&UserFilter { search: Some("%".into()), ..Default::default() }, Page::default())
+        .list_users(
+            &UserFilter {
+                search: Some("%".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(wildcard.total, 0, "% is a literal in search");
-    let page = s.list_users(&UserFilter::default(), Page::new(1, 1)).await.unwrap();
+    let page = s
+        .list_users(&UserFilter::default(), Page::new(1, 1))
+        .await
+        .unwrap();
     assert_eq!((page.total, page.items.len()), (2, 1));
 
     let mut b2 = b.clone();
@@ -296,7 +330,9 @@ async fn user_spend_counters_are_atomic(s: &SqlStore) {
     for _ in 0..20 {
         let st = s2.clone();
         tasks.push(tokio::spawn(async move {
-            st.add_user_spend(u.id, "0.000015".parse().unwrap()).await.unwrap();
+            st.add_user_spend(u.id, "0.000015".parse().unwrap())
+                .await
+                .unwrap();
         }));
     }
     for t in tasks {
@@ -307,10 +343,21 @@ async fn user_spend_counters_are_atomic(s: &SqlStore) {
     assert_eq!(got.total_usd.to_string(), "0.0003");
     // The editable-field update never clobbers counters.
     s.update_user(&u).await.unwrap();
-    assert_eq!(s.get_user(u.id).await.unwrap().unwrap().used_usd.to_string(), "0.0003");
+    assert_eq!(
+        s.get_user(u.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_usd
+            .to_string(),
+        "0.0003"
+    );
     assert!(s.reset_user_quota(u.id, now()).await.unwrap());
     let got = s.get_user(u.id).await.unwrap().unwrap();
-    assert_eq!((got.used_usd, got.total_usd.to_string().as_str()), (Usd::ZERO, "0.0003"));
+    assert_eq!(
+        (got.used_usd, got.total_usd.to_string().as_str()),
+        (Usd::ZERO, "0.0003")
+    );
 }
 
 async fn api_keys_and_hash_lookup(s: &SqlStore) {
@@ -320,17 +367,32 @@ async fn api_keys_and_hash_lookup(s: &SqlStore) {
     let k2 = api_key(None, "h2");
     s.insert_api_key(&k1).await.unwrap();
     s.insert_api_key(&k2).await.unwrap();
-    assert!(matches!(s.insert_api_key(&api_key(None, "h1")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_api_key(&api_key(None, "h1")).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     assert_eq!(s.get_api_key_by_hash("h1").await.unwrap().unwrap(), k1);
     assert!(s.get_api_key_by_hash("nope").await.unwrap().is_none());
     let mine = s
-        .list_api_keys(&ApiKeyFilter { user_id: Some(u.id), ..Default::default() }, Page::default())
+        .list_api_keys(
+            &ApiKeyFilter {
+                user_id: Some(u.id),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(mine.items, vec![k1.clone()]);
     let standalone = s
-        .list_api_keys(&ApiKeyFilter { standalone: Some(true), ..Default::default() }, Page::default())
+        .list_api_keys(
+            &ApiKeyFilter {
+                standalone: Some(true),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(standalone.items, vec![k2.clone()]);
@@ -342,10 +404,17 @@ async fn api_keys_and_hash_lookup(s: &SqlStore) {
     s.update_api_key(&k1b).await.unwrap();
     assert_eq!(s.get_api_key(k1.id).await.unwrap().unwrap(), k1b);
 
-    s.record_key_use(k1.id, "0.25".parse().unwrap(), Timestamp(5)).await.unwrap();
-    s.record_key_use(k1.id, "0.25".parse().unwrap(), Timestamp(6)).await.unwrap();
+    s.record_key_use(k1.id, "0.25".parse().unwrap(), Timestamp(5))
+        .await
+        .unwrap();
+    s.record_key_use(k1.id, "0.25".parse().unwrap(), Timestamp(6))
+        .await
+        .unwrap();
     let got = s.get_api_key(k1.id).await.unwrap().unwrap();
-    assert_eq!((got.total_requests, got.total_cost_usd.to_string().as_str()), (2, "0.5"));
+    assert_eq!(
+        (got.total_requests, got.total_cost_usd.to_string().as_str()),
+        (2, "0.5")
+    );
     assert_eq!(got.last_used_at, Some(Timestamp(6)));
     assert!(s.delete_api_key(k2.id).await.unwrap());
 }
@@ -397,7 +466,10 @@ async fn balance_ledger_is_exact_under_concurrency(s: &SqlStore) {
     let ledger = s.list_ledger(k.id, Page::default()).await.unwrap();
     assert_eq!(ledger.total, 26);
     let sum: Usd = ledger.items.iter().map(|e| e.amount_usd).sum();
-    assert_eq!(sum, got.balance_usd, "the ledger explains the balance exactly");
+    assert_eq!(
+        sum, got.balance_usd,
+        "the ledger explains the balance exactly"
+    );
 
     // A manual adjustment may not take the balance below zero.
     let err = s
@@ -414,8 +486,14 @@ async fn balance_ledger_is_exact_under_concurrency(s: &SqlStore) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("2.5")), "{err}");
-    assert_eq!(s.list_ledger(k.id, Page::default()).await.unwrap().total, 26);
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("2.5")),
+        "{err}"
+    );
+    assert_eq!(
+        s.list_ledger(k.id, Page::default()).await.unwrap().total,
+        26
+    );
     let missing = s
         .change_balance(
             ApiKeyId::new(),
@@ -435,8 +513,17 @@ async fn balance_ledger_is_exact_under_concurrency(s: &SqlStore) {
 async fn providers_endpoints_keys_cascade(s: &SqlStore) {
     let p = provider("anthropic-main");
     s.insert_provider(&p).await.unwrap();
-    assert!(matches!(s.insert_provider(&provider("anthropic-main")).await, Err(StoreError::Conflict(_))));
-    assert_eq!(s.get_provider_by_name("anthropic-main").await.unwrap().unwrap(), p);
+    assert!(matches!(
+        s.insert_provider(&provider("anthropic-main")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.get_provider_by_name("anthropic-main")
+            .await
+            .unwrap()
+            .unwrap(),
+        p
+    );
 
     let e = endpoint(p.id, ApiFormat::Claude);
     s.insert_endpoint(&e).await.unwrap();
@@ -462,7 +549,10 @@ async fn providers_endpoints_keys_cascade(s: &SqlStore) {
 
     let k = pkey(&e, "fp1");
     s.insert_provider_key(&k).await.unwrap();
-    assert!(matches!(s.insert_provider_key(&pkey(&e, "fp1")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_provider_key(&pkey(&e, "fp1")).await,
+        Err(StoreError::Conflict(_))
+    ));
     s.insert_provider_key(&pkey(&e2, "fp1")).await.unwrap();
     assert_eq!(s.get_provider_key(k.id).await.unwrap().unwrap(), k);
     let mut kb = k.clone();
@@ -471,20 +561,40 @@ async fn providers_endpoints_keys_cascade(s: &SqlStore) {
     kb.is_active = false;
     s.update_provider_key(&kb).await.unwrap();
     assert_eq!(s.get_provider_key(k.id).await.unwrap().unwrap(), kb);
-    assert!(s.replace_provider_key_secret(k.id, "enc:v1:abcd:new", "fp9", "sk…9999").await.unwrap());
+    assert!(
+        s.replace_provider_key_secret(k.id, "enc:v1:abcd:new", "fp9", "sk…9999")
+            .await
+            .unwrap()
+    );
     let got = s.get_provider_key(k.id).await.unwrap().unwrap();
-    assert_eq!((got.secret_fingerprint.as_str(), got.api_key_masked.as_str()), ("fp9", "sk…9999"));
+    assert_eq!(
+        (got.secret_fingerprint.as_str(), got.api_key_masked.as_str()),
+        ("fp9", "sk…9999")
+    );
     assert_eq!(s.list_provider_keys(Some(e.id)).await.unwrap().len(), 1);
     assert_eq!(s.list_provider_keys(None).await.unwrap().len(), 2);
 
-    s.add_provider_spend(p.id, "1.5".parse().unwrap()).await.unwrap();
-    s.add_provider_spend(p.id, "1.5".parse().unwrap()).await.unwrap();
-    assert_eq!(s.get_provider(p.id).await.unwrap().unwrap().quota_used_usd, Usd::dollars(3));
+    s.add_provider_spend(p.id, "1.5".parse().unwrap())
+        .await
+        .unwrap();
+    s.add_provider_spend(p.id, "1.5".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_provider(p.id).await.unwrap().unwrap().quota_used_usd,
+        Usd::dollars(3)
+    );
     assert!(s.reset_provider_quota(p.id, now()).await.unwrap());
-    assert_eq!(s.get_provider(p.id).await.unwrap().unwrap().quota_used_usd, Usd::ZERO);
+    assert_eq!(
+        s.get_provider(p.id).await.unwrap().unwrap().quota_used_usd,
+        Usd::ZERO
+    );
 
     let mut pb = s.get_provider(p.id).await.unwrap().unwrap();
-    assert!(pb.period_started_at.is_some(), "a reset starts a new period");
+    assert!(
+        pb.period_started_at.is_some(),
+        "a reset starts a new period"
+    );
     pb.provider_priority = 1;
     pb.billing_type = BillingType::FreeTier;
     s.update_provider(&pb).await.unwrap();
@@ -492,12 +602,20 @@ async fn providers_endpoints_keys_cascade(s: &SqlStore) {
 
     let g = global("claude-sonnet-4-5");
     s.insert_global_model(&g).await.unwrap();
-    s.insert_provider_model(&pmodel(p.id, g.id, "claude-sonnet-4-5-20250929")).await.unwrap();
+    s.insert_provider_model(&pmodel(p.id, g.id, "claude-sonnet-4-5-20250929"))
+        .await
+        .unwrap();
 
     let other = provider("openai-main");
     s.insert_provider(&other).await.unwrap();
     let list = s
-        .list_providers(&ProviderFilter { search: Some("ANTHROPIC".into()), ..Default::default() }, Page::default())
+        .list_providers(
+            &ProviderFilter {
+                search: Some("ANTHROPIC".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(list.total, 1);
@@ -505,16 +623,33 @@ async fn providers_endpoints_keys_cascade(s: &SqlStore) {
     assert!(s.delete_provider(p.id).await.unwrap());
     assert!(s.list_endpoints(Some(p.id)).await.unwrap().is_empty());
     assert!(s.list_provider_keys(None).await.unwrap().is_empty());
-    assert!(s.list_provider_models(Some(p.id), None).await.unwrap().is_empty());
-    assert!(s.get_global_model(g.id).await.unwrap().is_some(), "global models survive");
+    assert!(
+        s.list_provider_models(Some(p.id), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.get_global_model(g.id).await.unwrap().is_some(),
+        "global models survive"
+    );
 }
 
 async fn models_and_pricing_round_trip(s: &SqlStore) {
     let g = global("claude-sonnet-4-5");
     s.insert_global_model(&g).await.unwrap();
     assert_eq!(s.get_global_model(g.id).await.unwrap().unwrap(), g);
-    assert_eq!(s.get_global_model_by_name("claude-sonnet-4-5").await.unwrap().unwrap(), g);
-    assert!(matches!(s.insert_global_model(&global("claude-sonnet-4-5")).await, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        s.get_global_model_by_name("claude-sonnet-4-5")
+            .await
+            .unwrap()
+            .unwrap(),
+        g
+    );
+    assert!(matches!(
+        s.insert_global_model(&global("claude-sonnet-4-5")).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     let mut g2 = g.clone();
     g2.default_tiered_pricing = None;
@@ -523,7 +658,10 @@ async fn models_and_pricing_round_trip(s: &SqlStore) {
     s.update_global_model(&g2).await.unwrap();
     assert_eq!(s.get_global_model(g.id).await.unwrap().unwrap(), g2);
     s.bump_global_model_usage(g.id, 3).await.unwrap();
-    assert_eq!(s.get_global_model(g.id).await.unwrap().unwrap().usage_count, 3);
+    assert_eq!(
+        s.get_global_model(g.id).await.unwrap().unwrap().usage_count,
+        3
+    );
 
     let p = provider("p");
     s.insert_provider(&p).await.unwrap();
@@ -533,28 +671,49 @@ async fn models_and_pricing_round_trip(s: &SqlStore) {
     s.insert_provider_model(&pm).await.unwrap();
     assert_eq!(s.get_provider_model(pm.id).await.unwrap().unwrap(), pm);
     assert!(matches!(
-        s.insert_provider_model(&pmodel(p.id, g.id, "claude-sonnet-4-5-20250929")).await,
+        s.insert_provider_model(&pmodel(p.id, g.id, "claude-sonnet-4-5-20250929"))
+            .await,
         Err(StoreError::Conflict(_))
     ));
     let mut pm2 = pm.clone();
     pm2.provider_model_mappings.clear();
     pm2.supports_vision = Some(false);
     s.update_provider_model(&pm2).await.unwrap();
-    assert_eq!(s.list_provider_models(None, Some(g.id)).await.unwrap(), vec![pm2]);
+    assert_eq!(
+        s.list_provider_models(None, Some(g.id)).await.unwrap(),
+        vec![pm2]
+    );
 
     let list = s
-        .list_global_models(&GlobalModelFilter { search: Some("sonnet".into()), is_active: Some(true) }, Page::default())
+        .list_global_models(
+            &GlobalModelFilter {
+                search: Some("sonnet".into()),
+                is_active: Some(true),
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(list.total, 1);
     assert!(s.delete_global_model(g.id).await.unwrap());
-    assert!(s.list_provider_models(Some(p.id), None).await.unwrap().is_empty());
+    assert!(
+        s.list_provider_models(Some(p.id), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn settings_audit_announcements_ip_rules(s: &SqlStore) {
-    s.put_setting("log_level", &json!("full"), None).await.unwrap();
-    s.put_setting("log_level", &json!("headers"), None).await.unwrap();
-    s.put_setting("masked_headers", &json!(["x-secret"]), None).await.unwrap();
+    s.put_setting("log_level", &json!("full"), None)
+        .await
+        .unwrap();
+    s.put_setting("log_level", &json!("headers"), None)
+        .await
+        .unwrap();
+    s.put_setting("masked_headers", &json!(["x-secret"]), None)
+        .await
+        .unwrap();
     let all = s.get_settings().await.unwrap();
     assert_eq!(all.get("log_level"), Some(&json!("headers")));
     assert_eq!(all.len(), 2);
@@ -562,7 +721,10 @@ async fn settings_audit_announcements_ip_rules(s: &SqlStore) {
     assert_eq!(s.get_settings().await.unwrap().len(), 1);
 
     let actor = UserId::new();
-    for (i, action) in ["user.create", "user.delete", "provider.update"].iter().enumerate() {
+    for (i, action) in ["user.create", "user.delete", "provider.update"]
+        .iter()
+        .enumerate()
+    {
         s.insert_audit(&AuditEntry {
             id: AuditId::new(),
             actor_id: Some(actor),
@@ -578,18 +740,36 @@ async fn settings_audit_announcements_ip_rules(s: &SqlStore) {
         .unwrap();
     }
     let users = s
-        .list_audit(&AuditFilter { action_prefix: Some("user.".into()), ..Default::default() }, Page::default())
+        .list_audit(
+            &AuditFilter {
+                action_prefix: Some("user.".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(users.total, 2);
     assert_eq!(users.items[0].action, "user.delete", "newest first");
     let since = s
-        .list_audit(&AuditFilter { since: Some(Timestamp(1002)), ..Default::default() }, Page::default())
+        .list_audit(
+            &AuditFilter {
+                since: Some(Timestamp(1002)),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(since.items.len(), 1);
     let search = s
-        .list_audit(&AuditFilter { search: Some("t1".into()), ..Default::default() }, Page::default())
+        .list_audit(
+            &AuditFilter {
+                search: Some("t1".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(search.items[0].details, json!({"i": 1}));
@@ -616,10 +796,23 @@ async fn settings_audit_announcements_ip_rules(s: &SqlStore) {
     for x in [&a, &b, &c, &d] {
         s.insert_announcement(x).await.unwrap();
     }
-    let visible = s.list_announcements(Some(t), Page::default()).await.unwrap();
+    let visible = s
+        .list_announcements(Some(t), Page::default())
+        .await
+        .unwrap();
     let titles: Vec<_> = visible.items.iter().map(|x| x.title.as_str()).collect();
-    assert_eq!(titles, vec!["b", "a"], "pinned first; inactive and ended hidden");
-    assert_eq!(s.list_announcements(None, Page::default()).await.unwrap().total, 4);
+    assert_eq!(
+        titles,
+        vec!["b", "a"],
+        "pinned first; inactive and ended hidden"
+    );
+    assert_eq!(
+        s.list_announcements(None, Page::default())
+            .await
+            .unwrap()
+            .total,
+        4
+    );
     let mut a2 = a.clone();
     a2.kind = AnnouncementKind::Maintenance;
     a2.is_active = false;
@@ -639,7 +832,10 @@ async fn settings_audit_announcements_ip_rules(s: &SqlStore) {
     s.insert_ip_rule(&r).await.unwrap();
     let mut dup = r.clone();
     dup.id = IpRuleId::new();
-    assert!(matches!(s.insert_ip_rule(&dup).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.insert_ip_rule(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.list_ip_rules().await.unwrap(), vec![r.clone()]);
     assert!(s.delete_ip_rule(r.id).await.unwrap());
 }
@@ -660,16 +856,45 @@ async fn sessions_rotate_with_compare_and_swap(s: &SqlStore) {
         last_refreshed_at: None,
     };
     s.insert_session(&sess).await.unwrap();
-    assert!(matches!(s.find_refresh("r1").await.unwrap(), RefreshLookup::Current(x) if x.id == sess.id));
+    assert!(
+        matches!(s.find_refresh("r1").await.unwrap(), RefreshLookup::Current(x) if x.id == sess.id)
+    );
     let exp = Timestamp(now().0 + 120_000);
-    assert!(s.rotate_session(sess.id, "r1", "r2", exp, now()).await.unwrap());
-    assert!(!s.rotate_session(sess.id, "r1", "r3", exp, now()).await.unwrap(), "stale token loses");
-    assert!(matches!(s.find_refresh("r1").await.unwrap(), RefreshLookup::Reused(_)));
-    assert!(matches!(s.find_refresh("r2").await.unwrap(), RefreshLookup::Current(_)));
+    assert!(
+        s.rotate_session(sess.id, "r1", "r2", exp, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.rotate_session(sess.id, "r1", "r3", exp, now())
+            .await
+            .unwrap(),
+        "stale token loses"
+    );
+    assert!(matches!(
+        s.find_refresh("r1").await.unwrap(),
+        RefreshLookup::Reused(_)
+    ));
+    assert!(matches!(
+        s.find_refresh("r2").await.unwrap(),
+        RefreshLookup::Current(_)
+    ));
     assert_eq!(s.find_refresh("zzz").await.unwrap(), RefreshLookup::Unknown);
     assert!(s.revoke_session(sess.id, now()).await.unwrap());
-    assert!(!s.rotate_session(sess.id, "r2", "r4", exp, now()).await.unwrap(), "revoked cannot rotate");
-    assert!(s.get_session(sess.id).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(
+        !s.rotate_session(sess.id, "r2", "r4", exp, now())
+            .await
+            .unwrap(),
+        "revoked cannot rotate"
+    );
+    assert!(
+        s.get_session(sess.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
     let mut s2 = sess.clone();
     s2.id = SessionId::new();
     s2.refresh_hash = "other".into();
@@ -716,7 +941,14 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
     rec.status_code = Some(200);
     rec.provider_id = Some(ProviderId::new());
     rec.upstream_model = Some("claude-sonnet-4-5-20250929".into());
-    rec.tokens = TokenUsage { input: 10, output: 20, cache_creation_5m: 3, cache_creation_1h: 4, cache_read: 5, reasoning: 1 };
+    rec.tokens = TokenUsage {
+        input: 10,
+        output: 20,
+        cache_creation_5m: 3,
+        cache_creation_1h: 4,
+        cache_read: 5,
+        reasoning: 1,
+    };
     rec.cost = CostBreakdown {
         tier_index: 1,
         tier_up_to: None,
@@ -743,12 +975,24 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
     assert_eq!(s.get_usage(id).await.unwrap().unwrap(), rec);
 
     let mine = s
-        .list_usage(&UsageFilter { user_id: Some(user), ..Default::default() }, Page::default())
+        .list_usage(
+            &UsageFilter {
+                user_id: Some(user),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(mine.items, vec![rec.clone()]);
     let failed = s
-        .list_usage(&UsageFilter { status: Some("failed".into()), ..Default::default() }, Page::default())
+        .list_usage(
+            &UsageFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            },
+            Page::default(),
+        )
         .await
         .unwrap();
     assert_eq!(failed.total, 1);
@@ -785,7 +1029,9 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
     let t2 = mk(1, 0, TraceStatus::Success);
     let t1 = mk(0, 0, TraceStatus::Failed);
     let t0 = mk(0, 1, TraceStatus::Skipped);
-    s.insert_traces(&[t2.clone(), t1.clone(), t0.clone()]).await.unwrap();
+    s.insert_traces(&[t2.clone(), t1.clone(), t0.clone()])
+        .await
+        .unwrap();
     let got = s.list_traces(id).await.unwrap();
     assert_eq!(got, vec![t1, t0, t2], "ordered by candidate, then retry");
 }
@@ -811,7 +1057,10 @@ async fn config_changes_are_all_or_nothing(s: &SqlStore) {
     // The second change violates a unique rule: the first must not survive either.
     let p2 = provider("azure");
     let result = s
-        .apply_config(&[ConfigChange::InsertProvider(p2.clone()), ConfigChange::InsertGlobalModel(global("gpt-5"))])
+        .apply_config(&[
+            ConfigChange::InsertProvider(p2.clone()),
+            ConfigChange::InsertGlobalModel(global("gpt-5")),
+        ])
         .await;
     assert!(matches!(result, Err(StoreError::Conflict(_))));
     assert!(s.get_provider(p2.id).await.unwrap().is_none());
@@ -820,9 +1069,12 @@ async fn config_changes_are_all_or_nothing(s: &SqlStore) {
     p3.display_name = "OpenAI (main)".into();
     let mut pm3 = pm.clone();
     pm3.price_per_request = Some(Usd::dollars(1));
-    s.apply_config(&[ConfigChange::UpdateProvider(p3.clone()), ConfigChange::UpdateProviderModel(pm3.clone())])
-        .await
-        .unwrap();
+    s.apply_config(&[
+        ConfigChange::UpdateProvider(p3.clone()),
+        ConfigChange::UpdateProviderModel(pm3.clone()),
+    ])
+    .await
+    .unwrap();
     assert_eq!(s.get_provider(p.id).await.unwrap().unwrap(), p3);
     assert_eq!(s.get_provider_model(pm.id).await.unwrap().unwrap(), pm3);
 }

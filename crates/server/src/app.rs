@@ -1,0 +1,295 @@
+//! Wiring: store, secrets, services, routes, middleware, background refresh and the HTTP
+//! server with graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_admin::{Admin, AdminConfig, ChangeNotifier};
+use aether_domain::Timestamp;
+use aether_domain::net::{ClientIp, IpRuleSet, client_ip};
+use aether_store::{ConnectOptions, DynStore, SqlStore};
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::secrets;
+
+/// Live state shared by the middleware, refreshed when configuration changes.
+pub struct Live {
+    pub ip_rules: ArcSwap<IpRuleSet>,
+    pub trusted_proxies: usize,
+}
+
+/// Wakes the refresher; bursts of changes collapse into one reload.
+struct Refresh(Arc<Notify>);
+
+impl ChangeNotifier for Refresh {
+    fn config_changed(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A built application, ready to serve.
+pub struct App {
+    pub admin: Admin,
+    pub store: DynStore,
+    pub live: Arc<Live>,
+    refresh: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Opens the store (applying migrations), loads secrets, builds the services and creates
+    /// the first admin on an empty database.
+    pub async fn build(cfg: &Config) -> Result<Self> {
+        let store = open_store(cfg).await?;
+        let secrets = secrets::load(cfg)?;
+        let refresh = Arc::new(Notify::new());
+        let admin = Admin::new(
+            store.clone(),
+            secrets.cipher,
+            AdminConfig::new(secrets.jwt_secret),
+            Arc::new(Refresh(refresh.clone())),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the management services: {e}"))?;
+        bootstrap_admin(&admin, cfg).await?;
+        let live = Arc::new(Live {
+            ip_rules: ArcSwap::from_pointee(IpRuleSet::default()),
+            trusted_proxies: cfg.trusted_proxies,
+        });
+        let mut app = Self {
+            admin,
+            store,
+            live,
+            refresh,
+            tasks: Vec::new(),
+        };
+        app.reload().await?;
+        app.tasks.push(app.spawn_refresher());
+        Ok(app)
+    }
+
+    /// Re-reads everything the request path keeps in memory.
+    async fn reload(&self) -> Result<()> {
+        let rules = self.store.list_ip_rules().await?;
+        self.live
+            .ip_rules
+            .store(Arc::new(IpRuleSet::new(&rules, Timestamp::now())));
+        Ok(())
+    }
+
+    /// Reloads on every change notice, and every 30 s as a safety net (another instance may
+    /// have changed the database; rule expiry needs re-evaluation).
+    fn spawn_refresher(&self) -> JoinHandle<()> {
+        let notify = self.refresh.clone();
+        let store = self.store.clone();
+        let live = self.live.clone();
+        let admin = self.admin.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = notify.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {
+                        if let Err(e) = admin.reload_settings().await {
+                            tracing::warn!(error = %e, "could not reload settings");
+                        }
+                    }
+                }
+                match store.list_ip_rules().await {
+                    Ok(rules) => live
+                        .ip_rules
+                        .store(Arc::new(IpRuleSet::new(&rules, Timestamp::now()))),
+                    Err(e) => tracing::warn!(error = %e, "could not reload IP rules"),
+                }
+            }
+        })
+    }
+
+    /// The complete HTTP application.
+    pub fn router(&self) -> Router {
+        let health = Router::new()
+            .route(
+                "/health",
+                get(|| async { axum::Json(json!({ "status": "ok" })) }),
+            )
+            .route("/ready", get(ready))
+            .with_state(self.store.clone());
+        Router::new()
+            .merge(health)
+            .merge(aether_admin::api::router(self.admin.clone()))
+            .fallback(not_found)
+            .layer(middleware::from_fn(access_log))
+            .layer(middleware::from_fn_with_state(
+                self.live.clone(),
+                client_guard,
+            ))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish for
+    /// up to `grace`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<()> {
+        let router = self.router();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|v| *v).await;
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            r = &mut server => r.context("server error")?,
+            () = shutdown => {
+                tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections; finishing in-flight requests");
+                let _ = tx.send(true);
+                if tokio::time::timeout(grace, &mut server).await.is_err() {
+                    tracing::warn!("in-flight requests did not finish within the grace period");
+                }
+            }
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.store.ping().await.ok();
+        Ok(())
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub async fn open_store(cfg: &Config) -> Result<DynStore> {
+    if cfg.is_sqlite() {
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+            format!(
+                "setting `data_dir`: cannot create {}",
+                cfg.data_dir.display()
+            )
+        })?;
+    }
+    let store = SqlStore::open(&cfg.database_url, &ConnectOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                aether_store::db::redact_url(&cfg.database_url)
+            )
+        })?;
+    Ok(Arc::new(store))
+}
+
+#[allow(clippy::print_stdout)] // the generated password is shown once, on the console
+async fn bootstrap_admin(admin: &Admin, cfg: &Config) -> Result<()> {
+    let email = cfg
+        .admin_email
+        .clone()
+        .unwrap_or_else(|| "admin@aether.local".to_string());
+    let created = admin
+        .bootstrap_admin(&email, cfg.admin_password.as_deref())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the first admin (AETHER_ADMIN_EMAIL / AETHER_ADMIN_PASSWORD): {e}"
+            )
+        })?;
+    if let Some((user, generated)) = created {
+        match generated {
+            Some(pw) => println!(
+                "Created the first admin account.\n  email:    {}\n  password: {pw}\nThis password is shown only once. Sign in and change it.",
+                user.email
+            ),
+            None => tracing::info!(email = %user.email, "created the first admin account"),
+        }
+    }
+    Ok(())
+}
+
+async fn ready(State(store): State<DynStore>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(3), store.ping()).await {
+        Ok(Ok(())) => axum::Json(json!({ "status": "ready", "database": "ok" })).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "unavailable", "database": "error" })),
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "database": "timeout" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "detail": "no such route", "code": "not_found" })),
+    )
+        .into_response()
+}
+
+/// Decides the client address once, enforces IP rules on every route.
+async fn client_guard(State(live): State<Arc<Live>>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer, xff, live.trusted_proxies);
+    if !live.ip_rules.load().admits(ip) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({ "detail": "your address is not allowed", "code": "forbidden" })),
+        )
+            .into_response();
+    }
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// One line per management request (the gateway path logs through its own accounting).
+async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    tracing::info!(%method, %path, status, ms = started.elapsed().as_millis() as u64, ip = ?ip, "request");
+    if !resp.headers().contains_key(header::CACHE_CONTROL) && path.starts_with("/api/") {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}

@@ -1,0 +1,10 @@
+//! The `aether` binary's library half: configuration, secrets, wiring and the CLI commands,
+//! so integration tests can run the real application in-process.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod secrets;
+
+pub use app::App;
+pub use config::{Cli, Config};
