@@ -46,6 +46,7 @@ fn init_tracing(format: LogFormat, default: &str) {
 
 async fn serve(cfg: Config) -> Result<()> {
     init_tracing(cfg.log_format, "info");
+    let shutdown = shutdown_signal()?;
     let app = App::build(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -55,29 +56,24 @@ async fn serve(cfg: Config) -> Result<()> {
     println!("aether listening on http://{addr}");
     app.serve(
         listener,
-        shutdown_signal(),
+        shutdown,
         Duration::from_secs(cfg.shutdown_timeout_secs),
     )
     .await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// A future resolving on SIGINT or SIGTERM. The handlers are installed before this returns,
+/// so a signal that arrives right after start-up is never lost to the default action.
+pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    })
 }
 
 async fn one_shot(cfg: &Config, cmd: Command) -> Result<()> {

@@ -89,8 +89,8 @@ impl TestStore {
     /// Closes the pool and drops the database.
     pub async fn teardown(mut self) {
         self.store.close().await;
-        if let Some(schema) = self.schema.take() {
-            if let Ok(admin) = Db::connect(
+        if let Some(schema) = self.schema.take()
+            && let Ok(admin) = Db::connect(
                 &pg_url(),
                 &ConnectOptions {
                     max_connections: 1,
@@ -98,16 +98,15 @@ impl TestStore {
                 },
             )
             .await
-            {
-                let _ = admin
-                    .clone()
-                    .execute(
-                        format!("DROP SCHEMA IF EXISTS {schema} CASCADE").into(),
-                        Vec::new(),
-                    )
-                    .await;
-                admin.close().await;
-            }
+        {
+            let _ = admin
+                .clone()
+                .execute(
+                    format!("DROP SCHEMA IF EXISTS {schema} CASCADE").into(),
+                    Vec::new(),
+                )
+                .await;
+            admin.close().await;
         }
     }
 }

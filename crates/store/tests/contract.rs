@@ -1,6 +1,8 @@
 //! The store contract: every repository operation, run identically against SQLite and
 //! PostgreSQL. Each test gets a fresh database (a temp file, or a new PostgreSQL schema).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -83,13 +83,7 @@ impl Admin {
         let email = validate::email("email", &n.email)?;
         let username = match n.username.as_deref() {
             Some(u) => validate::username("username", u)?,
-            None => validate::username("username", email.split('@').next().unwrap_or_default())
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "username",
-                        "the email's local part is not a valid username; give one",
-                    )
-                })?,
+            None => self.derive_username(&email).await?,
         };
         validate::password("password", &n.password)?;
         let quota = match n.quota_usd {
@@ -131,6 +125,34 @@ impl Admin {
         .await;
         self.changed();
         Ok(user)
+    }
+
+    /// A free username from the email's local part (`ann@x.io` → `ann`, then `ann-2`, …).
+    async fn derive_username(&self, email: &str) -> ApiResult<String> {
+        let local: String = email
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+            .take(40)
+            .collect();
+        let base = if local.chars().count() < 2 {
+            format!("user-{local}")
+        } else {
+            local
+        };
+        for n in 1..=50 {
+            let candidate = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            if self.store().find_user_by_login(&candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(ApiError::invalid("username", "choose a username"))
     }
 
     pub async fn get_user(&self, id: UserId) -> ApiResult<User> {
