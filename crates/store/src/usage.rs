@@ -3,7 +3,9 @@
 
 use aether_domain::entities::{AttemptTrace, UsageBodies, UsageRecord};
 use aether_domain::pricing::{CostBreakdown, TokenUsage};
-use aether_domain::{ApiKeyId, Multiplier, ProviderId, RequestId, Timestamp, UserId};
+use aether_domain::{
+    ApiKeyId, GlobalModelId, LedgerId, Multiplier, ProviderId, RequestId, Timestamp, Usd, UserId,
+};
 use async_trait::async_trait;
 
 use crate::SqlStore;
@@ -23,16 +25,54 @@ pub struct UsageFilter {
     pub until: Option<Timestamp>,
 }
 
+/// What a finished request costs, applied exactly once (guarded by the record's `billed` flag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Billing {
+    pub request_id: RequestId,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
+    /// Standalone keys pay from their balance (with a ledger entry); users' keys count
+    /// against the user's quota.
+    pub standalone: bool,
+    /// List cost: charged to the user or the standalone key.
+    pub charged: Usd,
+    pub provider_id: Option<ProviderId>,
+    /// Actual cost: counts against the provider's period quota.
+    pub actual: Usd,
+    pub global_model_id: Option<GlobalModelId>,
+    pub at: Timestamp,
+}
+
+/// One write of the usage writer: everything commits together or not at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageBatch {
+    /// Inserted or replaced by id (the lifecycle `pending → streaming → completed` rewrites
+    /// the same row).
+    pub records: Vec<UsageRecord>,
+    pub traces: Vec<AttemptTrace>,
+    pub bodies: Vec<(RequestId, UsageBodies)>,
+    /// Applied only for records that reached `completed` or `failed` and were not billed yet.
+    pub billing: Vec<Billing>,
+}
+
+impl UsageBatch {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.traces.is_empty()
+            && self.bodies.is_empty()
+            && self.billing.is_empty()
+    }
+}
+
 #[async_trait]
 pub trait UsageRepo: Send + Sync {
-    /// Inserts or replaces records by id (the lifecycle `pending → streaming → completed`
-    /// rewrites the same row), all in one transaction.
-    async fn upsert_usage(&self, records: &[UsageRecord]) -> Result<()>;
+    /// Writes a batch in one transaction; returns how many billings were applied. A billing
+    /// whose record was billed before is skipped, so retrying a batch never charges twice.
+    async fn write_batch(&self, batch: &UsageBatch) -> Result<usize>;
     async fn get_usage(&self, id: RequestId) -> Result<Option<UsageRecord>>;
     async fn list_usage(&self, f: &UsageFilter, page: Page) -> Result<Paged<UsageRecord>>;
-    async fn put_usage_bodies(&self, id: RequestId, b: &UsageBodies, at: Timestamp) -> Result<()>;
     async fn get_usage_bodies(&self, id: RequestId) -> Result<Option<UsageBodies>>;
-    async fn insert_traces(&self, traces: &[AttemptTrace]) -> Result<()>;
     async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>>;
 }
 
@@ -215,17 +255,152 @@ fn trace_from_row(r: &Row) -> Result<AttemptTrace> {
     })
 }
 
+const TRACE_UPSERT: &str = "INSERT INTO attempt_traces (id, request_id, candidate_index, retry_index, \
+    provider_id, endpoint_id, provider_key_id, status, skip_reason, status_code, error_type, error_message, \
+    latency_ms, concurrency, conversion, started_at, finished_at) \
+    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
+    ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_code = excluded.status_code, \
+    error_type = excluded.error_type, error_message = excluded.error_message, \
+    latency_ms = excluded.latency_ms, finished_at = excluded.finished_at";
+
+fn trace_args(t: &AttemptTrace) -> Vec<Arg> {
+    args![
+        t.id.to_string(),
+        t.request_id.to_string(),
+        t.candidate_index,
+        t.retry_index,
+        t.provider_id.map(|x| x.to_string()),
+        t.endpoint_id.map(|x| x.to_string()),
+        t.provider_key_id.map(|x| x.to_string()),
+        t.status.as_str(),
+        t.skip_reason.clone(),
+        t.status_code,
+        t.error_type.clone(),
+        t.error_message.clone(),
+        t.latency_ms,
+        t.concurrency,
+        t.conversion.clone(),
+        t.started_at.millis(),
+        t.finished_at.map(Timestamp::millis),
+    ]
+}
+
+/// Moves the money of one finished request, once: flips the record's `billed` flag and only
+/// charges when the flip happened.
+async fn apply_billing<E: Exec>(tx: &mut E, b: &Billing) -> Result<bool> {
+    let flipped = tx
+        .execute(
+            "UPDATE usage_records SET billed = TRUE WHERE id = $1 AND billed = FALSE \
+             AND status IN ('completed', 'failed')"
+                .into(),
+            args![b.request_id.to_string()],
+        )
+        .await?;
+    if flipped == 0 {
+        return Ok(false);
+    }
+    let amount = b.charged.nanos();
+    if let Some(user) = b.user_id
+        && !b.standalone
+    {
+        tx.execute(
+            "UPDATE users SET used_usd = used_usd + $2, total_usd = total_usd + $2 WHERE id = $1"
+                .into(),
+            args![user.to_string(), amount],
+        )
+        .await?;
+    }
+    if let Some(key) = b.api_key_id {
+        tx.execute(
+            "UPDATE api_keys SET total_requests = total_requests + 1, total_cost_usd = total_cost_usd + $2, \
+             last_used_at = $3 WHERE id = $1"
+                .into(),
+            args![key.to_string(), amount, b.at.millis()],
+        )
+        .await?;
+        if b.standalone && amount != 0 {
+            let row = tx
+                .fetch_optional(
+                    "UPDATE api_keys SET balance_usd = balance_usd - $2 WHERE id = $1 RETURNING balance_usd".into(),
+                    args![key.to_string(), amount],
+                )
+                .await?;
+            if let Some(row) = row {
+                tx.execute(
+                    "INSERT INTO balance_ledger (id, api_key_id, kind, amount_usd, balance_after_usd, reason, \
+                     request_id, actor_id, created_at) VALUES ($1,$2,'charge',$3,$4,NULL,$5,NULL,$6)"
+                        .into(),
+                    args![
+                        LedgerId::new().to_string(),
+                        key.to_string(),
+                        -amount,
+                        row.i64("balance_usd")?,
+                        b.request_id.to_string(),
+                        b.at.millis(),
+                    ],
+                )
+                .await?;
+            }
+        }
+    }
+    if let Some(p) = b.provider_id
+        && !b.actual.is_zero()
+    {
+        tx.execute(
+            "UPDATE providers SET quota_used_usd = quota_used_usd + $2 WHERE id = $1".into(),
+            args![p.to_string(), b.actual.nanos()],
+        )
+        .await?;
+    }
+    if let Some(g) = b.global_model_id {
+        tx.execute(
+            "UPDATE global_models SET usage_count = usage_count + 1 WHERE id = $1".into(),
+            args![g.to_string()],
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
 #[async_trait]
 impl UsageRepo for SqlStore {
-    async fn upsert_usage(&self, records: &[UsageRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
+    async fn write_batch(&self, b: &UsageBatch) -> Result<usize> {
+        if b.is_empty() {
+            return Ok(0);
         }
         let mut tx = self.db.begin().await?;
-        for u in records {
+        for u in &b.records {
             tx.execute(UPSERT.into(), usage_args(u)).await?;
         }
-        tx.commit().await
+        for t in &b.traces {
+            tx.execute(TRACE_UPSERT.into(), trace_args(t)).await?;
+        }
+        for (id, body) in &b.bodies {
+            tx.execute(
+                "INSERT INTO usage_bodies (request_id, request_headers, request_body, response_headers, \
+                 response_body, created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (request_id) DO UPDATE \
+                 SET request_headers = excluded.request_headers, request_body = excluded.request_body, \
+                 response_headers = excluded.response_headers, response_body = excluded.response_body"
+                    .into(),
+                args![
+                    id.to_string(),
+                    oj(body.request_headers.as_ref()),
+                    body.request_body.clone(),
+                    oj(body.response_headers.as_ref()),
+                    body.response_body.clone(),
+                    Timestamp::now().millis(),
+                ],
+            )
+            .await?;
+        }
+        let mut applied = 0;
+        for bill in &b.billing {
+            if apply_billing(&mut tx, bill).await? {
+                applied += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(applied)
     }
 
     async fn get_usage(&self, id: RequestId) -> Result<Option<UsageRecord>> {
@@ -276,28 +451,6 @@ impl UsageRepo for SqlStore {
         })
     }
 
-    async fn put_usage_bodies(&self, id: RequestId, b: &UsageBodies, at: Timestamp) -> Result<()> {
-        self.db
-            .clone()
-            .execute(
-                "INSERT INTO usage_bodies (request_id, request_headers, request_body, response_headers, \
-                 response_body, created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (request_id) DO UPDATE \
-                 SET request_headers = excluded.request_headers, request_body = excluded.request_body, \
-                 response_headers = excluded.response_headers, response_body = excluded.response_body"
-                    .into(),
-                args![
-                    id.to_string(),
-                    oj(b.request_headers.as_ref()),
-                    b.request_body.clone(),
-                    oj(b.response_headers.as_ref()),
-                    b.response_body.clone(),
-                    at.millis(),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
     async fn get_usage_bodies(&self, id: RequestId) -> Result<Option<UsageBodies>> {
         let row = self
             .db
@@ -318,46 +471,6 @@ impl UsageRepo for SqlStore {
             })
         })
         .transpose()
-    }
-
-    async fn insert_traces(&self, traces: &[AttemptTrace]) -> Result<()> {
-        if traces.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.db.begin().await?;
-        for t in traces {
-            tx.execute(
-                "INSERT INTO attempt_traces (id, request_id, candidate_index, retry_index, provider_id, \
-                 endpoint_id, provider_key_id, status, skip_reason, status_code, error_type, error_message, \
-                 latency_ms, concurrency, conversion, started_at, finished_at) \
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_code = excluded.status_code, \
-                 error_type = excluded.error_type, error_message = excluded.error_message, \
-                 latency_ms = excluded.latency_ms, finished_at = excluded.finished_at"
-                    .into(),
-                args![
-                    t.id.to_string(),
-                    t.request_id.to_string(),
-                    t.candidate_index,
-                    t.retry_index,
-                    t.provider_id.map(|x| x.to_string()),
-                    t.endpoint_id.map(|x| x.to_string()),
-                    t.provider_key_id.map(|x| x.to_string()),
-                    t.status.as_str(),
-                    t.skip_reason.clone(),
-                    t.status_code,
-                    t.error_type.clone(),
-                    t.error_message.clone(),
-                    t.latency_ms,
-                    t.concurrency,
-                    t.conversion.clone(),
-                    t.started_at.millis(),
-                    t.finished_at.map(Timestamp::millis),
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await
     }
 
     async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>> {

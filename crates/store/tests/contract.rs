@@ -47,6 +47,7 @@ contract!(
     sessions_rotate_with_compare_and_swap,
     usage_lifecycle_bodies_and_traces,
     config_changes_are_all_or_nothing,
+    billing_applies_exactly_once,
 );
 
 fn now() -> Timestamp {
@@ -936,7 +937,12 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
         created_at: now(),
         updated_at: now(),
     };
-    s.upsert_usage(std::slice::from_ref(&rec)).await.unwrap();
+    s.write_batch(&UsageBatch {
+        records: vec![rec.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(s.get_usage(id).await.unwrap().unwrap(), rec);
 
     rec.status = UsageStatus::Completed;
@@ -973,7 +979,12 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
         status: UsageStatus::Failed,
         ..rec.clone()
     };
-    s.upsert_usage(&[rec.clone(), other.clone()]).await.unwrap();
+    s.write_batch(&UsageBatch {
+        records: vec![rec.clone(), other.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(s.get_usage(id).await.unwrap().unwrap(), rec);
 
     let mine = s
@@ -1005,7 +1016,12 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
         response_headers: None,
         response_body: Some("data: {}\n\n".into()),
     };
-    s.put_usage_bodies(id, &bodies, now()).await.unwrap();
+    s.write_batch(&UsageBatch {
+        bodies: vec![(id, bodies.clone())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(s.get_usage_bodies(id).await.unwrap().unwrap(), bodies);
     assert!(s.get_usage_bodies(other.id).await.unwrap().is_none());
 
@@ -1031,9 +1047,12 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
     let t2 = mk(1, 0, TraceStatus::Success);
     let t1 = mk(0, 0, TraceStatus::Failed);
     let t0 = mk(0, 1, TraceStatus::Skipped);
-    s.insert_traces(&[t2.clone(), t1.clone(), t0.clone()])
-        .await
-        .unwrap();
+    s.write_batch(&UsageBatch {
+        traces: vec![t2.clone(), t1.clone(), t0.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let got = s.list_traces(id).await.unwrap();
     assert_eq!(got, vec![t1, t0, t2], "ordered by candidate, then retry");
 }
@@ -1079,4 +1098,141 @@ async fn config_changes_are_all_or_nothing(s: &SqlStore) {
     .unwrap();
     assert_eq!(s.get_provider(p.id).await.unwrap().unwrap(), p3);
     assert_eq!(s.get_provider_model(pm.id).await.unwrap().unwrap(), pm3);
+}
+
+async fn billing_applies_exactly_once(s: &SqlStore) {
+    let u = user("payer@example.com");
+    s.insert_user(&u).await.unwrap();
+    let ukey = api_key(Some(u.id), "payer-key");
+    s.insert_api_key(&ukey).await.unwrap();
+    let standalone = api_key(None, "prepaid");
+    s.insert_api_key(&standalone).await.unwrap();
+    s.change_balance(
+        standalone.id,
+        BalanceChange {
+            kind: LedgerKind::TopUp,
+            amount: Usd::dollars(1),
+            reason: None,
+            request_id: None,
+            actor_id: None,
+            forbid_negative: true,
+        },
+    )
+    .await
+    .unwrap();
+    let p = provider("billed");
+    s.insert_provider(&p).await.unwrap();
+    let g = global("billed-model");
+    s.insert_global_model(&g).await.unwrap();
+
+    let record = |key: &ApiKey, status: UsageStatus| UsageRecord {
+        id: RequestId::new(),
+        client_request_id: None,
+        user_id: key.user_id,
+        api_key_id: Some(key.id),
+        provider_id: Some(p.id),
+        endpoint_id: None,
+        provider_key_id: None,
+        global_model_id: Some(g.id),
+        requested_model: "billed-model".into(),
+        upstream_model: None,
+        api_format: ApiFormat::Claude,
+        endpoint_api_format: Some(ApiFormat::Claude),
+        is_stream: false,
+        status,
+        status_code: Some(200),
+        error_type: None,
+        error_message: None,
+        tokens: TokenUsage::default(),
+        cost: CostBreakdown::default(),
+        unpriced: false,
+        latency_ms: Some(5),
+        ttfb_ms: None,
+        client_ip: None,
+        user_agent: None,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let bill = |r: &UsageRecord, standalone: bool, charged: &str, actual: &str| Billing {
+        request_id: r.id,
+        user_id: r.user_id,
+        api_key_id: r.api_key_id,
+        standalone,
+        charged: charged.parse().unwrap(),
+        provider_id: r.provider_id,
+        actual: actual.parse().unwrap(),
+        global_model_id: r.global_model_id,
+        at: now(),
+    };
+    let r1 = record(&ukey, UsageStatus::Completed);
+    let r2 = record(&standalone, UsageStatus::Completed);
+    let pending = record(&ukey, UsageStatus::Pending);
+    let batch = UsageBatch {
+        records: vec![r1.clone(), r2.clone(), pending.clone()],
+        billing: vec![
+            bill(&r1, false, "0.037", "0.02035"),
+            bill(&r2, true, "0.25", "0.25"),
+            bill(&pending, false, "9", "9"),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.write_batch(&batch).await.unwrap(),
+        2,
+        "the pending record is not billed"
+    );
+    assert_eq!(
+        s.write_batch(&batch).await.unwrap(),
+        0,
+        "a retried batch charges nothing twice"
+    );
+
+    let got = s.get_user(u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.used_usd.to_string(), got.total_usd.to_string()),
+        ("0.037".to_string(), "0.037".to_string())
+    );
+    let k = s.get_api_key(ukey.id).await.unwrap().unwrap();
+    assert_eq!(
+        (k.total_requests, k.total_cost_usd.to_string()),
+        (1, "0.037".to_string())
+    );
+    let sk = s.get_api_key(standalone.id).await.unwrap().unwrap();
+    assert_eq!(sk.balance_usd.to_string(), "0.75");
+    let ledger = s.list_ledger(standalone.id, Page::default()).await.unwrap();
+    assert_eq!(ledger.items[0].kind, LedgerKind::Charge);
+    assert_eq!(ledger.items[0].request_id, Some(r2.id));
+    assert_eq!(ledger.items[0].amount_usd.to_string(), "-0.25");
+    assert_eq!(
+        s.get_provider(p.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .quota_used_usd
+            .to_string(),
+        "0.27035"
+    );
+    assert_eq!(
+        s.get_global_model(g.id).await.unwrap().unwrap().usage_count,
+        2
+    );
+
+    // The pending request completes later: now it is billed, once.
+    let mut done = pending.clone();
+    done.status = UsageStatus::Completed;
+    let later = UsageBatch {
+        records: vec![done.clone()],
+        billing: vec![bill(&done, false, "0.5", "0")],
+        ..Default::default()
+    };
+    assert_eq!(s.write_batch(&later).await.unwrap(), 1);
+    assert_eq!(
+        s.get_user(u.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .used_usd
+            .to_string(),
+        "0.537"
+    );
 }
