@@ -26,15 +26,19 @@ use arc_swap::ArcSwap;
 pub use error::{ApiError, ApiResult};
 
 /// Told about configuration changes (providers, keys, models, users, settings, IP rules).
+/// Management calls await it, so when an admin call returns, the request path already uses
+/// the new configuration (read-your-writes for operators).
+#[async_trait::async_trait]
 pub trait ChangeNotifier: Send + Sync + 'static {
-    fn config_changed(&self);
+    async fn config_changed(&self);
 }
 
 /// A notifier that does nothing (CLI one-shot commands, tests).
 pub struct NoopNotifier;
 
+#[async_trait::async_trait]
 impl ChangeNotifier for NoopNotifier {
-    fn config_changed(&self) {}
+    async fn config_changed(&self) {}
 }
 
 /// Static settings of the management layer.
@@ -164,7 +168,7 @@ impl Admin {
         Ok(())
     }
 
-    fn changed(&self) {
-        self.inner.notifier.config_changed();
+    async fn changed(&self) {
+        self.inner.notifier.config_changed().await;
     }
 }

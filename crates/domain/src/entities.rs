@@ -120,6 +120,31 @@ pub struct User {
     pub updated_at: Timestamp,
 }
 
+impl QuotaPeriod {
+    /// Whether `at` falls in a later period than one that started at `started` (UTC days and
+    /// calendar months).
+    #[must_use]
+    pub fn has_rolled_over(self, started: Timestamp, at: Timestamp) -> bool {
+        let (a, b) = (started.to_datetime(), at.to_datetime());
+        match self {
+            Self::None => false,
+            Self::Daily => b.date() > a.date(),
+            Self::Monthly => (b.year(), u8::from(b.month())) > (a.year(), u8::from(a.month())),
+        }
+    }
+}
+
+impl User {
+    /// Spend that counts against the quota at `now`: nothing once the period has rolled over.
+    #[must_use]
+    pub fn period_used(&self, now: Timestamp) -> Usd {
+        match self.period_started_at {
+            Some(start) if self.quota_period.has_rolled_over(start, now) => Usd::ZERO,
+            _ => self.used_usd,
+        }
+    }
+}
+
 /// A gateway key. A user's key has `user_id`; a standalone key has none and a balance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -528,4 +553,24 @@ pub struct Session {
     pub user_agent: Option<String>,
     pub created_at: Timestamp,
     pub last_refreshed_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_periods_roll_over_at_utc_boundaries() {
+        let t = |s: &str| Timestamp::parse_rfc3339(s).unwrap();
+        let start = t("2026-01-31T23:00:00Z");
+        assert!(!QuotaPeriod::Daily.has_rolled_over(start, t("2026-01-31T23:59:59Z")));
+        assert!(QuotaPeriod::Daily.has_rolled_over(start, t("2026-02-01T00:00:00Z")));
+        assert!(!QuotaPeriod::Monthly.has_rolled_over(start, t("2026-01-01T00:00:00Z")));
+        assert!(QuotaPeriod::Monthly.has_rolled_over(start, t("2026-02-01T00:00:00Z")));
+        assert!(
+            QuotaPeriod::Monthly
+                .has_rolled_over(t("2025-12-15T00:00:00Z"), t("2026-01-01T00:00:00Z"))
+        );
+        assert!(!QuotaPeriod::None.has_rolled_over(start, t("2030-01-01T00:00:00Z")));
+    }
 }

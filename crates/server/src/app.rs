@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_admin::{Admin, AdminConfig, ChangeNotifier};
+use aether_coord::Local;
 use aether_domain::Timestamp;
 use aether_domain::net::{ClientIp, IpRuleSet, client_ip};
+use aether_gateway::Gateway;
+use aether_gateway::error::GwError;
+use aether_gateway::usage::WriterHandle;
 use aether_store::{ConnectOptions, DynStore, SqlStore};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -20,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -32,22 +35,46 @@ pub struct Live {
     pub trusted_proxies: usize,
 }
 
-/// Wakes the refresher; bursts of changes collapse into one reload.
-struct Refresh(Arc<Notify>);
+/// Rebuilds everything the request path keeps in memory: IP rules and the routing snapshot.
+/// Reloads are serialized so a slow, older load can never overwrite a newer one.
+pub struct Reloader {
+    store: DynStore,
+    live: Arc<Live>,
+    gateway: Gateway,
+    lock: tokio::sync::Mutex<()>,
+}
 
-impl ChangeNotifier for Refresh {
-    fn config_changed(&self) {
-        self.0.notify_one();
+impl Reloader {
+    pub async fn reload(&self) -> Result<()> {
+        let _serial = self.lock.lock().await;
+        let rules = self.store.list_ip_rules().await?;
+        self.live
+            .ip_rules
+            .store(Arc::new(IpRuleSet::new(&rules, Timestamp::now())));
+        self.gateway.reload().await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeNotifier for Reloader {
+    async fn config_changed(&self) {
+        if let Err(e) = self.reload().await {
+            // The periodic reconcile retries; the change itself is committed.
+            tracing::error!(error = %e, "configuration changed but the in-memory state could not be rebuilt");
+        }
     }
 }
 
 /// A built application, ready to serve.
 pub struct App {
     pub admin: Admin,
+    pub gateway: Gateway,
     pub store: DynStore,
     pub live: Arc<Live>,
-    refresh: Arc<Notify>,
+    reloader: Arc<Reloader>,
     tasks: Vec<JoinHandle<()>>,
+    writer: Option<WriterHandle>,
 }
 
 impl App {
@@ -56,63 +83,59 @@ impl App {
     pub async fn build(cfg: &Config) -> Result<Self> {
         let store = open_store(cfg).await?;
         let secrets = secrets::load(cfg)?;
-        let refresh = Arc::new(Notify::new());
-        let admin = Admin::new(
+        let (gateway, writer) = Gateway::start(
             store.clone(),
-            secrets.cipher,
-            AdminConfig::new(secrets.jwt_secret),
-            Arc::new(Refresh(refresh.clone())),
+            secrets.cipher.clone(),
+            Arc::new(Local::default()),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot start the management services: {e}"))?;
-        bootstrap_admin(&admin, cfg).await?;
+        .context("cannot load the routing snapshot")?;
         let live = Arc::new(Live {
             ip_rules: ArcSwap::from_pointee(IpRuleSet::default()),
             trusted_proxies: cfg.trusted_proxies,
         });
+        let reloader = Arc::new(Reloader {
+            store: store.clone(),
+            live: live.clone(),
+            gateway: gateway.clone(),
+            lock: tokio::sync::Mutex::new(()),
+        });
+        let admin = Admin::new(
+            store.clone(),
+            secrets.cipher,
+            AdminConfig::new(secrets.jwt_secret),
+            reloader.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the management services: {e}"))?;
+        bootstrap_admin(&admin, cfg).await?;
         let mut app = Self {
             admin,
+            gateway,
             store,
             live,
-            refresh,
+            reloader,
             tasks: Vec::new(),
+            writer: Some(writer),
         };
-        app.reload().await?;
-        app.tasks.push(app.spawn_refresher());
+        app.reloader.reload().await?;
+        app.tasks.push(app.spawn_reconciler());
         Ok(app)
     }
 
-    /// Re-reads everything the request path keeps in memory.
-    async fn reload(&self) -> Result<()> {
-        let rules = self.store.list_ip_rules().await?;
-        self.live
-            .ip_rules
-            .store(Arc::new(IpRuleSet::new(&rules, Timestamp::now())));
-        Ok(())
-    }
-
-    /// Reloads on every change notice, and every 30 s as a safety net (another instance may
-    /// have changed the database; rule expiry needs re-evaluation).
-    fn spawn_refresher(&self) -> JoinHandle<()> {
-        let notify = self.refresh.clone();
-        let store = self.store.clone();
-        let live = self.live.clone();
+    /// Every 30 s, re-reads settings and rebuilds the in-memory state as a safety net: another
+    /// process (the CLI, another instance) may have changed the database, and IP rules expire.
+    fn spawn_reconciler(&self) -> JoinHandle<()> {
+        let reloader = self.reloader.clone();
         let admin = self.admin.clone();
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    () = notify.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(30)) => {
-                        if let Err(e) = admin.reload_settings().await {
-                            tracing::warn!(error = %e, "could not reload settings");
-                        }
-                    }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                if let Err(e) = admin.reload_settings().await {
+                    tracing::warn!(error = %e, "could not reload settings");
                 }
-                match store.list_ip_rules().await {
-                    Ok(rules) => live
-                        .ip_rules
-                        .store(Arc::new(IpRuleSet::new(&rules, Timestamp::now()))),
-                    Err(e) => tracing::warn!(error = %e, "could not reload IP rules"),
+                if let Err(e) = reloader.reload().await {
+                    tracing::warn!(error = %e, "could not rebuild the in-memory state");
                 }
             }
         })
@@ -130,6 +153,7 @@ impl App {
         Router::new()
             .merge(health)
             .merge(aether_admin::api::router(self.admin.clone()))
+            .merge(aether_gateway::routes::router(self.gateway.clone()))
             .fallback(not_found)
             .layer(middleware::from_fn(access_log))
             .layer(middleware::from_fn_with_state(
@@ -141,7 +165,7 @@ impl App {
     /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish for
     /// up to `grace`.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
@@ -170,7 +194,9 @@ impl App {
         for t in &self.tasks {
             t.abort();
         }
-        self.store.ping().await.ok();
+        if let Some(w) = self.writer.take() {
+            w.shutdown(grace.max(Duration::from_secs(5))).await;
+        }
         Ok(())
     }
 }
@@ -268,11 +294,14 @@ async fn client_guard(State(live): State<Arc<Live>>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok());
     let ip = client_ip(peer, xff, live.trusted_proxies);
     if !live.ip_rules.load().admits(ip) {
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({ "detail": "your address is not allowed", "code": "forbidden" })),
-        )
-            .into_response();
+        return match aether_gateway::routes::dialect_for_path(req.uri().path()) {
+            Some(d) => GwError::permission("your address is not allowed").render(d),
+            None => (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({ "detail": "your address is not allowed", "code": "forbidden" })),
+            )
+                .into_response(),
+        };
     }
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await

@@ -13,6 +13,7 @@ use aether_store::testing::TestStore;
 use aether_store::{Backend, UserRepo as _};
 
 fn aether() -> Command {
+    aether_gateway::install_tls();
     let mut c = Command::new(env!("CARGO_BIN_EXE_aether"));
     // Keep the developer's environment out of the tests.
     for var in [

@@ -185,3 +185,183 @@ impl TestApp {
         )
     }
 }
+
+/// A gateway deployment for tests: one provider with an endpoint of `format` pointing at the
+/// mock, the given upstream keys, and a priced global model served under `upstream_model`.
+pub struct Route {
+    pub provider_id: String,
+    pub endpoint_id: String,
+    pub key_ids: Vec<String>,
+    pub model_id: String,
+}
+
+impl TestApp {
+    pub fn store(&self) -> &aether_store::SqlStore {
+        &self.db.as_ref().expect("database").store
+    }
+
+    /// Creates (or reuses) the global model `model` with $3 / $15 per 1M tokens up to 200k
+    /// context, $6 / $22.5 above, and a 1-hour cache write price of $6.
+    pub async fn ensure_model(&self, admin: &str, model: &str) -> String {
+        let (_, list) = self
+            .get(&format!("/api/admin/models/global?search={model}"), admin)
+            .await;
+        if let Some(m) = list["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["name"] == model))
+        {
+            return m["id"].as_str().unwrap().to_string();
+        }
+        let (s, g) = self
+            .post(
+                "/api/admin/models/global",
+                admin,
+                json!({ "name": model, "supported_capabilities": ["cache_1h", "context_1m"],
+                        "default_tiered_pricing": {"tiers": [
+                            {"up_to": 200000, "input_per_m": "3", "output_per_m": "15", "cache_creation_1h_per_m": "6"},
+                            {"up_to": null, "input_per_m": "6", "output_per_m": "22.5"}]} }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{g}");
+        g["id"].as_str().unwrap().to_string()
+    }
+
+    /// Adds a provider with one endpoint and keys (name, secret, internal priority).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_route(
+        &self,
+        admin: &str,
+        name: &str,
+        format: &str,
+        base_url: &str,
+        keys: &[(&str, i32)],
+        model: &str,
+        upstream_model: &str,
+        provider_priority: i32,
+    ) -> Route {
+        let model_id = self.ensure_model(admin, model).await;
+        let (s, p) = self
+            .post(
+                "/api/admin/providers",
+                admin,
+                json!({ "name": name, "provider_priority": provider_priority }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{p}");
+        let provider_id = p["id"].as_str().unwrap().to_string();
+        let (s, e) = self
+            .post(
+                &format!("/api/admin/endpoints/providers/{provider_id}/endpoints"),
+                admin,
+                json!({ "api_format": format, "base_url": base_url, "timeout": 5, "max_retries": 1, "headers": {"x-endpoint-extra": "yes"} }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+        let endpoint_id = e["id"].as_str().unwrap().to_string();
+        let mut key_ids = Vec::new();
+        for (secret, prio) in keys {
+            let (s, k) = self
+                .post(
+                    &format!("/api/admin/endpoints/{endpoint_id}/keys"),
+                    admin,
+                    json!({ "api_key": secret, "name": secret, "internal_priority": prio }),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{k}");
+            key_ids.push(k["id"].as_str().unwrap().to_string());
+        }
+        let (s, m) = self
+            .post(
+                &format!("/api/admin/providers/{provider_id}/models"),
+                admin,
+                json!({ "global_model_id": model_id, "provider_model_name": upstream_model }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{m}");
+        Route {
+            provider_id,
+            endpoint_id,
+            key_ids,
+            model_id,
+        }
+    }
+
+    /// A user with a gateway key; returns (user id, gateway key).
+    pub async fn gateway_key(&self, admin: &str, email: &str) -> (String, String) {
+        let (s, u) = self
+            .post(
+                "/api/admin/users",
+                admin,
+                json!({ "email": email, "password": "user-password-1", "quota_usd": null }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{u}");
+        let uid = u["id"].as_str().unwrap().to_string();
+        let (s, k) = self
+            .post(
+                &format!("/api/admin/users/{uid}/api-keys"),
+                admin,
+                json!({ "name": "test" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{k}");
+        (uid, k["key"].as_str().unwrap().to_string())
+    }
+
+    /// Waits until the gateway's routing snapshot offers `model` to `key` (configuration
+    /// changes reach the snapshot asynchronously).
+    pub async fn wait_for_model(&self, key: &str, model: &str) {
+        for _ in 0..200 {
+            let r = self
+                .client
+                .get(format!("{}/v1/models", self.url))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::OK {
+                let v: Value = r.json().await.unwrap();
+                if v["data"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|m| m["id"] == model))
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("model {model} never became available");
+    }
+
+    /// Waits for a settled usage record.
+    pub async fn usage(&self, request_id: &str) -> aether_domain::entities::UsageRecord {
+        use aether_store::UsageRepo as _;
+        let id: aether_domain::RequestId = request_id.parse().unwrap();
+        for _ in 0..400 {
+            if let Some(r) = self.store().get_usage(id).await.unwrap()
+                && matches!(
+                    r.status,
+                    aether_domain::entities::UsageStatus::Completed
+                        | aether_domain::entities::UsageStatus::Failed
+                )
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("usage record {request_id} never settled");
+    }
+
+    pub async fn traces(&self, request_id: &str) -> Vec<aether_domain::entities::AttemptTrace> {
+        use aether_store::UsageRepo as _;
+        let id: aether_domain::RequestId = request_id.parse().unwrap();
+        for _ in 0..200 {
+            let t = self.store().list_traces(id).await.unwrap();
+            if !t.is_empty() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Vec::new()
+    }
+}

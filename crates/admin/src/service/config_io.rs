@@ -942,7 +942,7 @@ impl Admin {
             json!({ "stats": &stats }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(stats)
     }
 }

@@ -163,7 +163,7 @@ impl Admin {
             json!({ "user_id": user_id, "name": key.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(CreatedKey {
             key: plain,
             api_key: key,
@@ -204,7 +204,7 @@ impl Admin {
             json!({ "name": key.name, "balance_usd": balance }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         let key = self.get_key(key.id).await?;
         Ok(CreatedKey {
             key: plain,
@@ -285,7 +285,7 @@ impl Admin {
             json!({ "name": k.name, "is_active": k.is_active }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(k)
     }
 
@@ -300,7 +300,7 @@ impl Admin {
             json!({ "name": k.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 
@@ -360,7 +360,7 @@ impl Admin {
             json!({ "kind": kind, "amount_usd": a.amount_usd, "balance_after_usd": entry.balance_after_usd }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(entry)
     }
 

@@ -210,7 +210,7 @@ impl Admin {
             json!({ "name": m.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(m)
     }
 
@@ -283,7 +283,7 @@ impl Admin {
             json!({ "name": m.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(m)
     }
 
@@ -298,7 +298,7 @@ impl Admin {
             json!({ "name": m.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 
@@ -346,7 +346,7 @@ impl Admin {
             json!({ "provider_id": provider_id, "global_model": g.name, "upstream": m.provider_model_name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(m)
     }
 
@@ -431,7 +431,7 @@ impl Admin {
             json!({ "upstream": m.provider_model_name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(m)
     }
 
@@ -451,7 +451,7 @@ impl Admin {
             json!({ "upstream": m.provider_model_name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 }

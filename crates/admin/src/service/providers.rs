@@ -320,7 +320,7 @@ impl Admin {
             json!({ "name": p.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(p)
     }
 
@@ -430,7 +430,7 @@ impl Admin {
             json!({ "name": v.name, "is_active": v.is_active }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(v)
     }
 
@@ -445,7 +445,7 @@ impl Admin {
             json!({ "name": p.name }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 
@@ -462,7 +462,7 @@ impl Admin {
             json!({ "used_usd": p.quota_used_usd }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         self.get_provider(id).await
     }
 
@@ -529,7 +529,7 @@ impl Admin {
             json!({ "provider_id": provider_id, "api_format": e.api_format }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(e)
     }
 
@@ -598,7 +598,7 @@ impl Admin {
             json!({ "api_format": e.api_format, "is_active": e.is_active }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(e)
     }
 
@@ -613,7 +613,7 @@ impl Admin {
             json!({ "provider_id": e.provider_id, "api_format": e.api_format }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 
@@ -676,7 +676,7 @@ impl Admin {
             json!({ "endpoint_id": endpoint_id, "name": k.name, "key": k.api_key_masked }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(k)
     }
 
@@ -747,7 +747,7 @@ impl Admin {
             json!({ "name": k.name, "is_active": k.is_active, "secret_replaced": p.api_key.is_some() }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(k)
     }
 
@@ -762,7 +762,7 @@ impl Admin {
             json!({ "name": k.name, "key": k.api_key_masked }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 

@@ -151,7 +151,7 @@ impl Admin {
             json!({ "value": v }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         self.get_setting(key)
     }
 
@@ -162,7 +162,7 @@ impl Admin {
         self.reload_settings().await?;
         self.audit(actor, "setting.reset", "setting", key, json!({}))
             .await;
-        self.changed();
+        self.changed().await;
         self.get_setting(key)
     }
 
@@ -316,7 +316,7 @@ impl Admin {
             json!({ "cidr": r.cidr.to_string(), "action": r.action }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(r)
     }
 
@@ -330,7 +330,7 @@ impl Admin {
         }
         self.audit(actor, "ip_rule.delete", "ip_rule", id, json!({}))
             .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 

@@ -123,7 +123,7 @@ impl Admin {
             json!({ "email": user.email, "role": user.role }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(user)
     }
 
@@ -217,7 +217,7 @@ impl Admin {
             details["password_changed"] = json!(true);
         }
         self.audit(actor, "user.update", "user", id, details).await;
-        self.changed();
+        self.changed().await;
         Ok(u)
     }
 
@@ -262,7 +262,7 @@ impl Admin {
             json!({ "email": u.email }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         Ok(())
     }
 
@@ -278,7 +278,7 @@ impl Admin {
             json!({ "used_usd": before.used_usd }),
         )
         .await;
-        self.changed();
+        self.changed().await;
         self.get_user(id).await
     }
 
@@ -293,7 +293,7 @@ impl Admin {
         }
         u.updated_at = Timestamp::now();
         self.store().update_user(&u).await?;
-        self.changed();
+        self.changed().await;
         Ok(u)
     }
 
@@ -337,7 +337,7 @@ impl Admin {
         u.model_capability_settings = clean;
         u.updated_at = Timestamp::now();
         self.store().update_user(&u).await?;
-        self.changed();
+        self.changed().await;
         Ok(u)
     }
 

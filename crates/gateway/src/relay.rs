@@ -1,0 +1,435 @@
+//! Finishing a request: pricing, the final usage record, billing, attempt traces and the
+//! request log ([`Finish`]), and relaying a committed stream to the client ([`relay`]).
+//!
+//! A stream is forwarded chunk by chunk as it arrives; a side parser (the project's one SSE
+//! decoder, or the Gemini JSON-array decoder) reads usage from the events without holding the
+//! stream. [`Finish`] is a drop guard: if the client goes away mid-stream, dropping the body
+//! drops the upstream response (closing that connection) and records the request as 499 with
+//! the tokens seen so far.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_domain::entities::{
+    AttemptTrace, GlobalModel, TraceStatus, UsageBodies, UsageRecord, UsageStatus,
+};
+use aether_domain::format::Dialect;
+use aether_domain::pricing::{CostBreakdown, CostInput, TokenUsage, compute_cost};
+use aether_domain::{Multiplier, Timestamp};
+use aether_protocol::errors::{ErrorKind, error_body, stream_error_event};
+use aether_protocol::gemini_stream::JsonArrayDecoder;
+use aether_protocol::sse::{SseDecoder, SseEvent, encode_event};
+use aether_protocol::usage::{StreamUsage, is_usage_only_chunk};
+use aether_store::Billing;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+
+use crate::snapshot::{Caller, Route};
+use crate::usage::{UsageEvent, UsageWriter};
+
+/// Largest single SSE event / JSON-array element the side parser accepts (bounded memory).
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// What is logged of a request besides usage (per the `log_level` setting).
+#[derive(Debug, Default)]
+pub struct LogCapture {
+    pub bodies: Option<UsageBodies>,
+    /// Response bytes are captured up to this many (0 = not at all).
+    pub response_cap: usize,
+    response: BytesMut,
+}
+
+impl LogCapture {
+    #[must_use]
+    pub fn new(bodies: Option<UsageBodies>, response_cap: usize) -> Self {
+        Self {
+            bodies,
+            response_cap,
+            response: BytesMut::new(),
+        }
+    }
+
+    pub fn capture(&mut self, chunk: &[u8]) {
+        let room = self.response_cap.saturating_sub(self.response.len());
+        if room > 0 {
+            self.response
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+    }
+}
+
+/// Prices a request served by `route`. Returns the breakdown and whether the model had no
+/// price (recorded with the `unpriced` flag: never silently free).
+#[must_use]
+pub fn price(
+    route: &Route,
+    model: &GlobalModel,
+    usage: &TokenUsage,
+    success: bool,
+) -> (CostBreakdown, bool) {
+    let Some(pricing) = route.model.effective_pricing(model) else {
+        return (
+            CostBreakdown {
+                multiplier: route.key.key.rate_multiplier,
+                ..CostBreakdown::default()
+            },
+            true,
+        );
+    };
+    let cost = compute_cost(&CostInput {
+        pricing,
+        per_request: route.model.effective_price_per_request(model),
+        usage,
+        success,
+        multiplier: route.key.key.rate_multiplier,
+        free_tier: route.is_free_tier(),
+    });
+    match cost {
+        Some(c) => (c, false),
+        None => (CostBreakdown::default(), true),
+    }
+}
+
+/// The end of a request: writes the final record, its billing, its traces and its log, once.
+pub struct Finish {
+    pub writer: UsageWriter,
+    pub record: UsageRecord,
+    pub traces: Vec<AttemptTrace>,
+    pub route: Option<Arc<Route>>,
+    pub model: Arc<GlobalModel>,
+    pub caller: Arc<Caller>,
+    pub started: Instant,
+    pub usage: StreamUsage,
+    pub log: LogCapture,
+    /// Things held until the request ends (concurrency leases).
+    pub holds: Vec<Box<dyn Send + Sync>>,
+    done: bool,
+}
+
+impl Finish {
+    #[must_use]
+    pub fn new(
+        writer: UsageWriter,
+        record: UsageRecord,
+        model: Arc<GlobalModel>,
+        caller: Arc<Caller>,
+        started: Instant,
+        dialect: Dialect,
+    ) -> Self {
+        Self {
+            writer,
+            record,
+            traces: Vec::new(),
+            route: None,
+            model,
+            caller,
+            started,
+            usage: StreamUsage::new(dialect),
+            log: LogCapture::default(),
+            holds: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Turns the guard off without recording anything (its request is recorded elsewhere).
+    pub fn disarm(&mut self) {
+        self.done = true;
+    }
+
+    /// Records the outcome. `usage` overrides what the stream parser saw (non-stream bodies).
+    pub fn complete(
+        &mut self,
+        status: UsageStatus,
+        code: u16,
+        usage: Option<TokenUsage>,
+        error: Option<(&str, String)>,
+    ) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let now = Timestamp::now();
+        let tokens = usage.or_else(|| self.usage.usage()).unwrap_or_default();
+        let r = &mut self.record;
+        r.status = status;
+        r.status_code = Some(code);
+        r.tokens = tokens;
+        r.latency_ms = Some(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        r.updated_at = now;
+        if let Some((kind, message)) = error {
+            r.error_type = Some(kind.to_string());
+            r.error_message = Some(message.chars().take(2000).collect());
+        }
+        let mut billing = None;
+        if let Some(route) = &self.route {
+            let success = status == UsageStatus::Completed;
+            let (cost, unpriced) = price(route, &self.model, &tokens, success);
+            if unpriced && !tokens.is_empty() {
+                tracing::warn!(model = %self.model.name, provider = %route.provider.name, "request served by a model without a price; recorded as unpriced");
+            }
+            r.cost = cost;
+            r.unpriced = unpriced;
+            billing = Some(Billing {
+                request_id: r.id,
+                user_id: r.user_id,
+                api_key_id: r.api_key_id,
+                standalone: self.caller.key.is_standalone,
+                charged: r.cost.total,
+                provider_id: r.provider_id,
+                actual: r.cost.actual_total,
+                global_model_id: r.global_model_id,
+                at: now,
+            });
+        } else {
+            r.cost = CostBreakdown {
+                multiplier: Multiplier::ONE,
+                ..CostBreakdown::default()
+            };
+        }
+        let w = &self.writer;
+        w.send_detached(UsageEvent::Record(Box::new(r.clone())));
+        if let Some(b) = billing {
+            w.send_detached(UsageEvent::Bill(b));
+        }
+        if !self.traces.is_empty() {
+            let finished = Some(now);
+            for t in &mut self.traces {
+                if t.status == TraceStatus::Streaming {
+                    t.status = if status == UsageStatus::Completed {
+                        TraceStatus::Success
+                    } else {
+                        TraceStatus::Failed
+                    };
+                    t.status_code = Some(code);
+                    t.finished_at = finished;
+                    t.latency_ms = Some(now.millis() - t.started_at.millis());
+                }
+            }
+            w.send_detached(UsageEvent::Traces(std::mem::take(&mut self.traces)));
+        }
+        if let Some(mut bodies) = self.log.bodies.take() {
+            if self.log.response_cap > 0
+                && bodies.response_body.is_none()
+                && !self.log.response.is_empty()
+            {
+                bodies.response_body =
+                    Some(String::from_utf8_lossy(&self.log.response).into_owned());
+            }
+            w.send_detached(UsageEvent::Bodies(r.id, Box::new(bodies)));
+        }
+        self.holds.clear();
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away (or the task was cancelled) before the end: the upstream
+            // connection is dropped with us; bill what was generated so far.
+            self.complete(
+                UsageStatus::Failed,
+                499,
+                None,
+                Some((
+                    "client_disconnected",
+                    "the client closed the connection".into(),
+                )),
+            );
+        }
+    }
+}
+
+/// The side parser of a stream.
+pub enum Decoder {
+    Sse(SseDecoder),
+    /// Gemini's `streamGenerateContent` without `alt=sse`: a JSON array, element by element.
+    Array(JsonArrayDecoder),
+}
+
+impl Decoder {
+    #[must_use]
+    pub fn for_stream(gemini_array: bool) -> Self {
+        if gemini_array {
+            Self::Array(JsonArrayDecoder::new(MAX_EVENT_BYTES))
+        } else {
+            Self::Sse(SseDecoder::new(MAX_EVENT_BYTES))
+        }
+    }
+}
+
+/// One parsed unit of a stream.
+pub enum Unit {
+    Event(SseEvent),
+    Element(Bytes),
+}
+
+impl Decoder {
+    /// Feeds bytes; returns the complete units they finished.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Unit>, String> {
+        let mut out = Vec::new();
+        match self {
+            Self::Sse(d) => {
+                d.feed(chunk).map_err(|e| e.to_string())?;
+                while let Some(ev) = d.next_event() {
+                    out.push(Unit::Event(ev));
+                }
+            }
+            Self::Array(d) => {
+                d.feed(chunk).map_err(|e| e.to_string())?;
+                while let Some(el) = d.next_element() {
+                    out.push(Unit::Element(el));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last unit when the stream ends without a final delimiter.
+    pub fn end(&mut self) -> Vec<Unit> {
+        match self {
+            Self::Sse(d) => d.finish().map(Unit::Event).into_iter().collect(),
+            Self::Array(d) => {
+                let _ = d.finish();
+                Vec::new()
+            }
+        }
+    }
+}
+
+pub type UpstreamBody = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A stream committed to the client.
+pub struct Committed {
+    pub upstream: UpstreamBody,
+    pub decoder: Decoder,
+    /// Raw chunks read ahead before the commit, and the units parsed from them.
+    pub preread: Vec<Bytes>,
+    pub preread_units: Vec<Unit>,
+    /// OpenAI Chat: the gateway asked for the usage chunk; the client did not, so it is
+    /// removed from what the client sees (the events are re-encoded).
+    pub strip_usage_chunk: bool,
+    pub idle_timeout: Duration,
+    pub dialect: Dialect,
+}
+
+struct State {
+    c: Committed,
+    fin: Finish,
+    out: VecDeque<Bytes>,
+    ended: bool,
+}
+
+impl State {
+    /// Observes units; in strip mode returns the re-encoded bytes to send instead of the raw ones.
+    fn observe(&mut self, units: Vec<Unit>) -> Option<Bytes> {
+        let mut re = self.c.strip_usage_chunk.then(BytesMut::new);
+        for u in units {
+            match u {
+                Unit::Event(ev) => {
+                    self.fin.usage.observe_sse(&ev);
+                    if let Some(buf) = re.as_mut()
+                        && !is_usage_only_chunk(&ev)
+                    {
+                        buf.extend_from_slice(&encode_event(ev.event.as_deref(), &ev.data));
+                    }
+                }
+                Unit::Element(el) => self.fin.usage.observe_json(&el),
+            }
+        }
+        re.map(BytesMut::freeze)
+    }
+
+    fn fail(&mut self, kind: ErrorKind, message: String) {
+        let event = match self.c.decoder {
+            // Gemini's JSON-array stream: one more element, the error, and close the array.
+            Decoder::Array(_) => {
+                let (_, body) = error_body(Dialect::Gemini, kind, &message);
+                let mut b = BytesMut::with_capacity(body.len() + 3);
+                b.extend_from_slice(b",\r\n");
+                b.extend_from_slice(&body);
+                b.extend_from_slice(b"]");
+                b.freeze()
+            }
+            Decoder::Sse(_) => stream_error_event(self.c.dialect, kind, &message),
+        };
+        self.out.push_back(event);
+        let code = if kind == ErrorKind::Timeout { 504 } else { 502 };
+        self.fin.complete(
+            UsageStatus::Failed,
+            code,
+            None,
+            Some(("stream_interrupted", message)),
+        );
+        self.ended = true;
+    }
+}
+
+/// Turns a committed upstream stream into the client's response body.
+pub fn relay(
+    mut c: Committed,
+    fin: Finish,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let preread = std::mem::take(&mut c.preread);
+    let preread_units = std::mem::take(&mut c.preread_units);
+    let mut state = State {
+        c,
+        fin,
+        out: VecDeque::new(),
+        ended: false,
+    };
+    let first = match state.observe(preread_units) {
+        Some(rewritten) => vec![rewritten],
+        None => preread,
+    };
+    for b in first.into_iter().filter(|b| !b.is_empty()) {
+        state.fin.log.capture(&b);
+        state.out.push_back(b);
+    }
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(b) = st.out.pop_front() {
+                return Some((Ok(b), st));
+            }
+            if st.ended {
+                return None;
+            }
+            match tokio::time::timeout(st.c.idle_timeout, st.c.upstream.next()).await {
+                Err(_) => st.fail(
+                    ErrorKind::Timeout,
+                    format!(
+                        "upstream sent nothing for {} s",
+                        st.c.idle_timeout.as_secs()
+                    ),
+                ),
+                Ok(Some(Err(e))) => st.fail(
+                    ErrorKind::UpstreamError,
+                    format!("upstream stream broke: {e}"),
+                ),
+                Ok(None) => {
+                    let units = st.c.decoder.end();
+                    if let Some(b) = st.observe(units).filter(|b| !b.is_empty()) {
+                        st.fin.log.capture(&b);
+                        st.out.push_back(b);
+                    }
+                    st.fin.complete(UsageStatus::Completed, 200, None, None);
+                    st.ended = true;
+                }
+                Ok(Some(Ok(chunk))) => match st.c.decoder.push(&chunk) {
+                    Err(e) => st.fail(
+                        ErrorKind::UpstreamError,
+                        format!("upstream stream is malformed: {e}"),
+                    ),
+                    Ok(units) => {
+                        let send = st.observe(units).unwrap_or(chunk);
+                        if !send.is_empty() {
+                            st.fin.log.capture(&send);
+                            st.out.push_back(send);
+                        }
+                    }
+                },
+            }
+        }
+    })
+}
