@@ -22,6 +22,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -172,6 +173,13 @@ impl App {
     ) -> Result<()> {
         let router = self.router();
         let (tx, rx) = tokio::sync::watch::channel(false);
+        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and delayed
+        // ACKs hold each one back for tens of milliseconds.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -309,6 +317,9 @@ async fn client_guard(State(live): State<Arc<Live>>, mut req: Request, next: Nex
 
 /// One line per management request (the gateway path logs through its own accounting).
 async fn access_log(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -66,7 +66,10 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Hot index pages stay in memory (16 MiB page cache instead of 2 MiB).
+                .pragma("cache_size", "-16384")
+                .pragma("temp_store", "memory");
             Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(opts.max_connections.max(1))

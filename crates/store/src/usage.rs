@@ -1,6 +1,9 @@
 //! Usage records, their stored headers/bodies, and attempt traces — written in batches by the
 //! gateway's usage writer, read by the console.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+
 use aether_domain::entities::{AttemptTrace, UsageBodies, UsageRecord};
 use aether_domain::pricing::{CostBreakdown, TokenUsage};
 use aether_domain::{
@@ -10,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::SqlStore;
 use crate::args;
-use crate::db::{Arg, Exec, Row};
+use crate::db::{Arg, Backend, Exec, Row};
 use crate::error::Result;
 use crate::sql::{Filter, Page, Paged, oj, opt_json, opt_parse, opt_u32, parse, ts, u32_, usd};
 
@@ -204,19 +207,19 @@ fn usage_args(u: &UsageRecord) -> Vec<Arg> {
     ]
 }
 
-const UPSERT: &str = "INSERT INTO usage_records (id, client_request_id, user_id, api_key_id, provider_id, \
+const UPSERT_HEAD: &str = "INSERT INTO usage_records (id, client_request_id, user_id, api_key_id, provider_id, \
     endpoint_id, provider_key_id, global_model_id, requested_model, upstream_model, api_format, \
     endpoint_api_format, is_stream, status, status_code, error_type, error_message, input_tokens, \
     output_tokens, cache_creation_5m_tokens, cache_creation_1h_tokens, cache_read_tokens, \
     reasoning_tokens, input_cost, output_cost, cache_creation_5m_cost, cache_creation_1h_cost, \
     cache_read_cost, request_cost, total_cost, actual_total_cost, rate_multiplier_ppm, pricing, \
-    unpriced, latency_ms, ttfb_ms, client_ip, user_agent, created_at, updated_at) VALUES \
-    ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,\
-    $27,$28,$29,$30,$31,$32,$33,$34,$35,$36,$37,$38,$39,$40) \
-    ON CONFLICT (id) DO UPDATE SET provider_id = excluded.provider_id, endpoint_id = excluded.endpoint_id, \
-    provider_key_id = excluded.provider_key_id, global_model_id = excluded.global_model_id, \
-    upstream_model = excluded.upstream_model, endpoint_api_format = excluded.endpoint_api_format, \
-    status = excluded.status, status_code = excluded.status_code, error_type = excluded.error_type, \
+    unpriced, latency_ms, ttfb_ms, client_ip, user_agent, created_at, updated_at) VALUES ";
+const UPSERT_COLS: usize = 40;
+const UPSERT_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET provider_id = excluded.provider_id, \
+    endpoint_id = excluded.endpoint_id, provider_key_id = excluded.provider_key_id, \
+    global_model_id = excluded.global_model_id, upstream_model = excluded.upstream_model, \
+    endpoint_api_format = excluded.endpoint_api_format, status = excluded.status, \
+    status_code = excluded.status_code, error_type = excluded.error_type, \
     error_message = excluded.error_message, input_tokens = excluded.input_tokens, \
     output_tokens = excluded.output_tokens, cache_creation_5m_tokens = excluded.cache_creation_5m_tokens, \
     cache_creation_1h_tokens = excluded.cache_creation_1h_tokens, \
@@ -228,6 +231,52 @@ const UPSERT: &str = "INSERT INTO usage_records (id, client_request_id, user_id,
     actual_total_cost = excluded.actual_total_cost, rate_multiplier_ppm = excluded.rate_multiplier_ppm, \
     pricing = excluded.pricing, unpriced = excluded.unpriced, latency_ms = excluded.latency_ms, \
     ttfb_ms = excluded.ttfb_ms, updated_at = excluded.updated_at";
+
+/// `n` placeholders for parameters `first..first + n`, comma-separated. SQLite gets anonymous
+/// `?`: it resolves a numbered parameter by scanning the statement's parameter list, which makes
+/// binding a statement with n numbered parameters O(n²).
+fn placeholders(backend: Backend, first: usize, n: usize) -> String {
+    let mut s = String::with_capacity(n * 5);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        match backend {
+            Backend::Sqlite => s.push('?'),
+            Backend::Postgres => {
+                s.push('$');
+                s.push_str(&(first + i).to_string());
+            }
+        }
+    }
+    s
+}
+
+/// `(…),(…)…` for `rows` rows of `cols` parameters each.
+fn values(backend: Backend, rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(backend, r * cols + 1, cols)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `head VALUES (…),(…) tail` over `items` in chunks (bounded parameter counts).
+async fn insert_many<E: Exec, T>(
+    ex: &mut E,
+    head: &'static str,
+    tail: &'static str,
+    cols: usize,
+    chunk: usize,
+    items: &[T],
+    args: impl Fn(&T) -> Vec<Arg>,
+) -> Result<()> {
+    for part in items.chunks(chunk) {
+        let sql = format!("{head}{}{tail}", values(ex.backend(), part.len(), cols));
+        let a: Vec<Arg> = part.iter().flat_map(&args).collect();
+        ex.execute(Cow::Owned(sql), a).await?;
+    }
+    Ok(())
+}
 
 const T_COLS: &str = "id, request_id, candidate_index, retry_index, provider_id, endpoint_id, provider_key_id, \
     status, skip_reason, status_code, error_type, error_message, latency_ms, concurrency, conversion, \
@@ -255,11 +304,11 @@ fn trace_from_row(r: &Row) -> Result<AttemptTrace> {
     })
 }
 
-const TRACE_UPSERT: &str = "INSERT INTO attempt_traces (id, request_id, candidate_index, retry_index, \
+const TRACE_HEAD: &str = "INSERT INTO attempt_traces (id, request_id, candidate_index, retry_index, \
     provider_id, endpoint_id, provider_key_id, status, skip_reason, status_code, error_type, error_message, \
-    latency_ms, concurrency, conversion, started_at, finished_at) \
-    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
-    ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_code = excluded.status_code, \
+    latency_ms, concurrency, conversion, started_at, finished_at) VALUES ";
+const TRACE_COLS: usize = 17;
+const TRACE_TAIL: &str = " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_code = excluded.status_code, \
     error_type = excluded.error_type, error_message = excluded.error_message, \
     latency_ms = excluded.latency_ms, finished_at = excluded.finished_at";
 
@@ -285,81 +334,134 @@ fn trace_args(t: &AttemptTrace) -> Vec<Arg> {
     ]
 }
 
-/// Moves the money of one finished request, once: flips the record's `billed` flag and only
-/// charges when the flip happened.
-async fn apply_billing<E: Exec>(tx: &mut E, b: &Billing) -> Result<bool> {
-    let flipped = tx
-        .execute(
-            "UPDATE usage_records SET billed = TRUE WHERE id = $1 AND billed = FALSE \
-             AND status IN ('completed', 'failed')"
-                .into(),
-            args![b.request_id.to_string()],
-        )
-        .await?;
-    if flipped == 0 {
-        return Ok(false);
+/// Moves the money of finished requests, exactly once each: flips the records' `billed` flags
+/// and charges only the requests whose flag flipped, summed per user, key, provider and model
+/// (one statement per entity, not per request).
+async fn apply_billings<E: Exec>(tx: &mut E, bills: &[Billing]) -> Result<usize> {
+    let mut flipped: HashSet<String> = HashSet::new();
+    for part in bills.chunks(500) {
+        let sql = format!(
+            // The status test is wrapped in CASE so no planner picks the status index (a scan
+            // of every finished request) over the primary key.
+            "UPDATE usage_records SET billed = TRUE WHERE id IN ({}) AND billed = FALSE \
+             AND (CASE WHEN status IN ('completed', 'failed') THEN 1 ELSE 0 END) = 1 RETURNING id",
+            placeholders(tx.backend(), 1, part.len())
+        );
+        let ids: Vec<Arg> = part
+            .iter()
+            .map(|b| Arg::from(b.request_id.to_string()))
+            .collect();
+        for row in tx.fetch_all(Cow::Owned(sql), ids).await? {
+            flipped.insert(row.text("id")?);
+        }
     }
-    let amount = b.charged.nanos();
-    if let Some(user) = b.user_id
-        && !b.standalone
-    {
+    if flipped.is_empty() {
+        return Ok(0);
+    }
+    let applied: Vec<&Billing> = bills
+        .iter()
+        .filter(|b| flipped.remove(&b.request_id.to_string()))
+        .collect();
+    let mut users: BTreeMap<UserId, i64> = BTreeMap::new();
+    let mut keys: BTreeMap<ApiKeyId, (i64, i64, i64)> = BTreeMap::new();
+    let mut balances: BTreeMap<ApiKeyId, Vec<&Billing>> = BTreeMap::new();
+    let mut providers: BTreeMap<ProviderId, i64> = BTreeMap::new();
+    let mut models: BTreeMap<GlobalModelId, i64> = BTreeMap::new();
+    for b in &applied {
+        let amount = b.charged.nanos();
+        if let Some(u) = b.user_id.filter(|_| !b.standalone) {
+            *users.entry(u).or_default() += amount;
+        }
+        if let Some(k) = b.api_key_id {
+            let e = keys.entry(k).or_default();
+            e.0 += 1;
+            e.1 += amount;
+            e.2 = e.2.max(b.at.millis());
+            if b.standalone && amount != 0 {
+                balances.entry(k).or_default().push(b);
+            }
+        }
+        if let Some(p) = b.provider_id.filter(|_| !b.actual.is_zero()) {
+            *providers.entry(p).or_default() += b.actual.nanos();
+        }
+        if let Some(g) = b.global_model_id {
+            *models.entry(g).or_default() += 1;
+        }
+    }
+    for (u, amount) in users {
         tx.execute(
             "UPDATE users SET used_usd = used_usd + $2, total_usd = total_usd + $2 WHERE id = $1"
                 .into(),
-            args![user.to_string(), amount],
+            args![u.to_string(), amount],
         )
         .await?;
     }
-    if let Some(key) = b.api_key_id {
+    for (k, (n, amount, at)) in keys {
         tx.execute(
-            "UPDATE api_keys SET total_requests = total_requests + 1, total_cost_usd = total_cost_usd + $2, \
-             last_used_at = $3 WHERE id = $1"
+            "UPDATE api_keys SET total_requests = total_requests + $2, total_cost_usd = total_cost_usd + $3, \
+             last_used_at = $4 WHERE id = $1"
                 .into(),
-            args![key.to_string(), amount, b.at.millis()],
+            args![k.to_string(), n, amount, at],
         )
         .await?;
-        if b.standalone && amount != 0 {
-            let row = tx
-                .fetch_optional(
-                    "UPDATE api_keys SET balance_usd = balance_usd - $2 WHERE id = $1 RETURNING balance_usd".into(),
-                    args![key.to_string(), amount],
-                )
-                .await?;
-            if let Some(row) = row {
-                tx.execute(
-                    "INSERT INTO balance_ledger (id, api_key_id, kind, amount_usd, balance_after_usd, reason, \
-                     request_id, actor_id, created_at) VALUES ($1,$2,'charge',$3,$4,NULL,$5,NULL,$6)"
-                        .into(),
-                    args![
-                        LedgerId::new().to_string(),
-                        key.to_string(),
-                        -amount,
-                        row.i64("balance_usd")?,
-                        b.request_id.to_string(),
-                        b.at.millis(),
-                    ],
-                )
-                .await?;
-            }
-        }
     }
-    if let Some(p) = b.provider_id
-        && !b.actual.is_zero()
-    {
+    for (k, charges) in balances {
+        let total: i64 = charges.iter().map(|b| b.charged.nanos()).sum();
+        let row = tx
+            .fetch_optional(
+                "UPDATE api_keys SET balance_usd = balance_usd - $2 WHERE id = $1 RETURNING balance_usd".into(),
+                args![k.to_string(), total],
+            )
+            .await?;
+        let Some(row) = row else { continue };
+        // One ledger entry per request; each shows the balance right after its own charge.
+        let mut after = row.i64("balance_usd")? + total;
+        let entries: Vec<(LedgerId, i64, i64, &Billing)> = charges
+            .iter()
+            .map(|b| {
+                after -= b.charged.nanos();
+                (LedgerId::new(), -b.charged.nanos(), after, *b)
+            })
+            .collect();
+        insert_many(
+            tx,
+            "INSERT INTO balance_ledger (id, api_key_id, kind, amount_usd, balance_after_usd, reason, request_id, \
+             actor_id, created_at) VALUES ",
+            "",
+            9,
+            200,
+            &entries,
+            |(id, amount, after, b)| {
+                args![
+                    id.to_string(),
+                    k.to_string(),
+                    "charge",
+                    *amount,
+                    *after,
+                    None::<String>,
+                    b.request_id.to_string(),
+                    None::<String>,
+                    b.at.millis(),
+                ]
+            },
+        )
+        .await?;
+    }
+    for (p, amount) in providers {
         tx.execute(
             "UPDATE providers SET quota_used_usd = quota_used_usd + $2 WHERE id = $1".into(),
-            args![p.to_string(), b.actual.nanos()],
+            args![p.to_string(), amount],
         )
         .await?;
     }
-    if let Some(g) = b.global_model_id {
+    for (g, n) in models {
         tx.execute(
-            "UPDATE global_models SET usage_count = usage_count + 1 WHERE id = $1".into(),
-            args![g.to_string()],
+            "UPDATE global_models SET usage_count = usage_count + $2 WHERE id = $1".into(),
+            args![g.to_string(), n],
         )
         .await?;
     }
-    Ok(true)
+    Ok(applied.len())
 }
 
 #[async_trait]
@@ -369,12 +471,35 @@ impl UsageRepo for SqlStore {
             return Ok(0);
         }
         let mut tx = self.db.begin().await?;
-        for u in &b.records {
-            tx.execute(UPSERT.into(), usage_args(u)).await?;
-        }
-        for t in &b.traces {
-            tx.execute(TRACE_UPSERT.into(), trace_args(t)).await?;
-        }
+        insert_many(
+            &mut tx,
+            UPSERT_HEAD,
+            UPSERT_TAIL,
+            UPSERT_COLS,
+            40,
+            &b.records,
+            usage_args,
+        )
+        .await?;
+        // A trace written twice in one statement would trip ON CONFLICT; keep the last.
+        let mut seen = HashSet::new();
+        let mut traces: Vec<&AttemptTrace> = b
+            .traces
+            .iter()
+            .rev()
+            .filter(|t| seen.insert(t.id))
+            .collect();
+        traces.reverse();
+        insert_many(
+            &mut tx,
+            TRACE_HEAD,
+            TRACE_TAIL,
+            TRACE_COLS,
+            100,
+            &traces,
+            |t| trace_args(t),
+        )
+        .await?;
         for (id, body) in &b.bodies {
             tx.execute(
                 "INSERT INTO usage_bodies (request_id, request_headers, request_body, response_headers, \
@@ -393,12 +518,7 @@ impl UsageRepo for SqlStore {
             )
             .await?;
         }
-        let mut applied = 0;
-        for bill in &b.billing {
-            if apply_billing(&mut tx, bill).await? {
-                applied += 1;
-            }
-        }
+        let applied = apply_billings(&mut tx, &b.billing).await?;
         tx.commit().await?;
         Ok(applied)
     }

@@ -1235,4 +1235,51 @@ async fn billing_applies_exactly_once(s: &SqlStore) {
             .to_string(),
         "0.537"
     );
+
+    // A large batch (several statements' worth) with many charges to one prepaid key: every
+    // ledger entry shows the balance right after its own charge, and they add up.
+    let many: Vec<UsageRecord> = (0..120)
+        .map(|_| record(&standalone, UsageStatus::Completed))
+        .collect();
+    let batch = UsageBatch {
+        billing: many
+            .iter()
+            .map(|r| bill(r, true, "0.001", "0.001"))
+            .collect(),
+        records: many,
+        ..Default::default()
+    };
+    assert_eq!(s.write_batch(&batch).await.unwrap(), 120);
+    let sk = s.get_api_key(standalone.id).await.unwrap().unwrap();
+    assert_eq!(sk.balance_usd.to_string(), "0.63");
+    let ledger = s
+        .list_ledger(standalone.id, Page::new(1000, 0))
+        .await
+        .unwrap();
+    let charges: Vec<&LedgerEntry> = ledger
+        .items
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Charge)
+        .collect();
+    assert_eq!(charges.len(), 121);
+    let mut afters: Vec<i64> = charges
+        .iter()
+        .map(|e| e.balance_after_usd.nanos())
+        .collect();
+    afters.sort_unstable();
+    let want: Vec<i64> = (0..120).map(|i| 630_000_000 + i * 1_000_000).collect();
+    assert_eq!(
+        afters[..120],
+        want[..],
+        "consecutive balances, one per charge"
+    );
+    assert_eq!(
+        s.get_provider(p.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .quota_used_usd
+            .to_string(),
+        "0.39035"
+    );
 }
