@@ -93,13 +93,19 @@ impl TestApp {
         }
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the server gracefully (in-flight requests finish, the usage writer drains) but
+    /// keeps the database for inspection.
+    pub async fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown().await;
         if let Some(db) = self.db.take() {
             db.teardown().await;
         }

@@ -1162,3 +1162,208 @@ async fn real_client_captures_are_accepted_and_forwarded() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_ids_and_rate_limit_headers_are_relayed_and_client_ids_kept_apart() {
+    let mock = MockUpstream::start().await;
+    let (app, _, key) = two_keys(&mock).await;
+    mock.script(
+        "sk-a",
+        [Step::ok()
+            .header("anthropic-ratelimit-requests-remaining", "99")
+            .header("set-cookie", "upstream=1")],
+    );
+    let (path, body) = F::Claude.request(MODEL, false);
+    let resp = F::Claude
+        .client(app.client.post(format!("{}{path}", app.url)), &key)
+        .header("x-request-id", "client-chosen-id")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers().clone();
+    assert!(
+        h["request-id"].to_str().unwrap().starts_with("req_"),
+        "the upstream's request id: {h:?}"
+    );
+    assert_eq!(h["anthropic-ratelimit-requests-remaining"], "99");
+    assert!(
+        h.get("set-cookie").is_none(),
+        "only useful headers are relayed"
+    );
+    let id = h["x-aether-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id, "client-chosen-id", "request ids are the gateway's own");
+    let rec = app.usage(&id).await;
+    assert_eq!(rec.client_request_id.as_deref(), Some("client-chosen-id"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_and_count_as_failures() {
+    let mock = MockUpstream::start().await;
+    let (app, _, key) = two_keys(&mock).await;
+    mock.script(
+        "sk-a",
+        [Step::status(302)
+            .header("location", "http://127.0.0.1:9/steal")
+            .body("")],
+    );
+    let resp = claude(&app, &key, false).await;
+    assert_eq!(resp.status(), StatusCode::OK, "served by sk-b");
+    assert_eq!(mock.request_count("sk-b"), 1);
+    let id = resp.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let traces = app.traces(&id).await;
+    assert_eq!(traces[0].status_code, Some(302));
+    app.stop().await;
+}
+
+/// An endpoint's outbound proxy is used: the mock plays an HTTP forward proxy here (requests
+/// arrive in absolute form, for the endpoint's own host, with the proxy credentials).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_through_the_endpoints_proxy() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let r = app
+        .add_route(
+            &admin,
+            "proxied",
+            "CLAUDE",
+            "http://upstream.invalid",
+            &[("sk-px", 1)],
+            MODEL,
+            "claude-up",
+            1,
+        )
+        .await;
+    let (s, _) = app
+        .put(
+            &format!("/api/admin/endpoints/{}", r.endpoint_id),
+            &admin,
+            json!({ "proxy": { "url": mock.url(), "username": "proxy-user", "password": "proxy-pass" } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, key) = app.gateway_key(&admin, "px@example.com").await;
+    app.wait_for_model(&key, MODEL).await;
+    let resp = claude(&app, &key, false).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let reqs = mock.requests_for("sk-px");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].header("host"),
+        Some("upstream.invalid"),
+        "the request was for the endpoint's host"
+    );
+    let auth = reqs[0]
+        .header("proxy-authorization")
+        .expect("proxy credentials sent");
+    assert!(auth.starts_with("Basic "), "{auth}");
+    app.stop().await;
+}
+
+/// The database refuses usage writes for a while: requests are still served, the writer keeps
+/// the records and retries, and once the database is back every record lands and is billed
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_survives_a_failing_database_and_is_billed_once() {
+    use aether_store::db::Exec as _;
+    let mock = MockUpstream::start().await;
+    let (app, admin, key) = two_keys(&mock).await;
+    mock.set_default(Step::ok().usage(Usage {
+        input: 1000,
+        output: 1000,
+        ..Default::default()
+    }));
+    let db = app.store().db().clone();
+    db.clone()
+        .execute(
+            "ALTER TABLE usage_records RENAME TO usage_records_away".into(),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let resp = claude(&app, &key, false).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "serving does not wait for accounting"
+        );
+        ids.push(
+            resp.headers()["x-aether-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await; // several failed write attempts
+    db.clone()
+        .execute(
+            "ALTER TABLE usage_records_away RENAME TO usage_records".into(),
+            vec![],
+        )
+        .await
+        .unwrap();
+    for id in &ids {
+        let rec = app.usage(id).await;
+        assert_eq!(rec.status, UsageStatus::Completed);
+        assert_eq!(rec.cost.total.to_string(), "0.018"); // 1000 × $3/M + 1000 × $15/M
+    }
+    let (_, users) = app.get("/api/admin/users?search=dev", &admin).await;
+    let mut total = String::new();
+    for _ in 0..100 {
+        let (_, u) = app
+            .get(
+                &format!(
+                    "/api/admin/users/{}",
+                    users["items"][0]["id"].as_str().unwrap()
+                ),
+                &admin,
+            )
+            .await;
+        total = u["total_usd"].as_str().unwrap().to_string();
+        if total == "0.09" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(total, "0.09", "five requests, each charged once");
+    app.stop().await;
+}
+
+/// A graceful shutdown writes what the writer still holds before the process ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_the_usage_writer() {
+    use aether_store::UsageRepo as _;
+    let mock = MockUpstream::start().await;
+    let (mut app, _, key) = two_keys(&mock).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let resp = claude(&app, &key, false).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        ids.push(
+            resp.headers()["x-aether-request-id"]
+                .to_str()
+                .unwrap()
+                .parse::<aether_domain::RequestId>()
+                .unwrap(),
+        );
+    }
+    app.shutdown().await;
+    for id in ids {
+        let rec = app
+            .store()
+            .get_usage(id)
+            .await
+            .unwrap()
+            .expect("recorded before the process ended");
+        assert_eq!(rec.status, UsageStatus::Completed);
+    }
+    app.stop().await;
+}
