@@ -135,7 +135,13 @@ def main():
              {"global_model_id": g["id"], "provider_model_name": MODEL})
         u = call("POST", gw_url + "/api/admin/users", token, {"email": "load@example.com", "password": "load-password-1", "quota_usd": None})
         gw_key = call("POST", f"{gw_url}/api/admin/users/{u['id']}/api-keys", token, {"name": "load"})["key"]
-        time.sleep(1)
+        # Idle memory of a configured gateway: restart it (the configuration is in its
+        # database) so set-up work — password hashing above all — does not count.
+        aether.send_signal(signal.SIGTERM)
+        aether.wait(timeout=30)
+        aether, gw_url = start([AETHER, "serve", "--listen", gw_url.split("//")[1], "--data-dir", work], env=env,
+                               marker="aether listening on ")
+        time.sleep(2)
         idle_rss = status_kb(aether.pid, "VmRSS")
 
         nginx_pids, nginx_url = [], None

@@ -288,24 +288,6 @@ pub(crate) fn last_member(b: &[u8], open: usize, name: &str) -> Option<Member> {
         .last()
 }
 
-/// Parses an unsigned integer literal at `span` (no sign, fraction or exponent).
-pub(crate) fn parse_u64(b: &[u8], span: Range<usize>) -> Option<u64> {
-    let raw = b.get(span)?;
-    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(raw).ok()?.parse().ok()
-}
-
-/// Parses a `true`/`false` literal at `span`.
-pub(crate) fn parse_bool(b: &[u8], span: Range<usize>) -> Option<bool> {
-    match b.get(span)? {
-        b"true" => Some(true),
-        b"false" => Some(false),
-        _ => None,
-    }
-}
-
 /// Appends `s` as a JSON string literal (quotes included) to `out`.
 ///
 /// Hand-written rather than via `serde_json::to_writer` so callers get an infallible,
@@ -435,15 +417,5 @@ mod tests {
             push_json_str(&mut out, s);
             assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
         }
-    }
-
-    #[test]
-    fn number_and_bool_literals() {
-        let doc = b"123 true false 1.0 -1 007";
-        assert_eq!(parse_u64(doc, 0..3), Some(123));
-        assert_eq!(parse_bool(doc, 4..8), Some(true));
-        assert_eq!(parse_bool(doc, 9..14), Some(false));
-        assert_eq!(parse_u64(doc, 15..18), None);
-        assert_eq!(parse_u64(doc, 19..21), None);
     }
 }

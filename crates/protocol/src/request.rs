@@ -1,10 +1,13 @@
 //! Request-body inspection and byte-exact rewriting.
 //!
+//! [`inspect`] reads the few top-level members routing needs in one `serde_json` pass that also
+//! validates the document (it runs on every request, so it does nothing twice).
+//!
 //! The gateway forwards client bodies untouched except for the one value it has to change
 //! (the model name, or OpenAI's `stream_options.include_usage`). Re-serialising would reorder
 //! keys, reformat numbers and re-escape strings — invisible to most upstreams but a needless
-//! risk (signatures over thinking blocks, cache keys computed over prompt bytes). So every
-//! function here:
+//! risk (signatures over thinking blocks, cache keys computed over prompt bytes). So the
+//! rewriting functions:
 //!
 //! 1. validates the whole document with `serde_json` (malformed JSON or a non-object top level
 //!    is a [`RequestError`], which the caller turns into a 400; note that `serde_json` refuses
@@ -16,9 +19,7 @@
 //! the last one — except [`replace_model`], which rewrites every top-level `model` so that no
 //! parser can see the old name.
 
-use crate::json_scan::{
-    self, Member, Token, decode_str, key_is, last_member, members, parse_bool, parse_u64, skip_ws,
-};
+use crate::json_scan::{self, Token, decode_str, key_is, last_member, members, skip_ws};
 
 /// Why a body cannot be inspected or rewritten. Both mean "reply 400 to the client".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,53 +65,107 @@ fn validate(body: &[u8]) -> Result<usize, RequestError> {
     }
 }
 
-fn string_at(body: &[u8], m: &Member) -> Option<String> {
-    decode_str(body, m.value.clone()).map(std::borrow::Cow::into_owned)
-}
-
-/// Reads the routing-relevant fields of a request body.
+/// Reads the routing-relevant fields of a request body in one `serde_json` pass, which also
+/// validates the whole document: interesting top-level members are decoded (the last
+/// occurrence wins), everything else is skipped without allocating.
 ///
 /// # Errors
 /// The body is not valid JSON, or not a JSON object.
 pub fn inspect(body: &[u8]) -> Result<RequestInfo, RequestError> {
-    let open = validate(body)?;
-    let mut info = RequestInfo::default();
-    let (mut completion, mut output, mut legacy, mut gemini) = (None, None, None, None);
-    for m in members(body, open) {
-        let key = decode_str(body, m.key.clone()).unwrap_or_default();
-        match &*key {
-            "model" => info.model = string_at(body, &m),
-            "stream" => info.stream = parse_bool(body, m.value.clone()),
-            "max_completion_tokens" => completion = parse_u64(body, m.value.clone()),
-            "max_output_tokens" => output = parse_u64(body, m.value.clone()),
-            "max_tokens" => legacy = parse_u64(body, m.value.clone()),
-            "prompt_cache_key" => info.prompt_cache_key = string_at(body, &m),
-            "generationConfig" | "generation_config" => {
-                gemini = members(body, m.value.start)
-                    .filter(|g| {
-                        key_is(body, g.key.clone(), "maxOutputTokens")
-                            || key_is(body, g.key.clone(), "max_output_tokens")
-                    })
-                    .last()
-                    .and_then(|g| parse_u64(body, g.value));
-            }
-            "stream_options" => {
-                info.stream_include_usage = last_member(body, m.value.start, "include_usage")
-                    .and_then(|u| parse_bool(body, u.value));
-            }
-            _ => {}
-        }
+    let open = skip_ws(body, 0);
+    if body.get(open) != Some(&b'{') {
+        // Keep serde's message for garbage; a valid non-object gets its own error.
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(RequestError::NotAnObject),
+            Err(e) => Err(RequestError::InvalidJson(e.to_string())),
+        };
     }
-    info.max_tokens = completion.or(output).or(legacy).or(gemini);
-    info.has_cache_ttl_1h = has_cache_ttl_1h(body, open);
-    Ok(info)
+    let probe: Probe =
+        serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
+    let uint = |v: &Option<serde_json::Value>| v.as_ref().and_then(serde_json::Value::as_u64);
+    let gemini = probe.generation_config.as_ref().and_then(|g| {
+        ["maxOutputTokens", "max_output_tokens"]
+            .iter()
+            .rev()
+            .find_map(|k| g.get(*k).and_then(serde_json::Value::as_u64))
+    });
+    Ok(RequestInfo {
+        model: probe.model.and_then(|v| v.as_str().map(str::to_string)),
+        stream: probe.stream.and_then(|v| v.as_bool()),
+        max_tokens: uint(&probe.max_completion_tokens)
+            .or(uint(&probe.max_output_tokens))
+            .or(uint(&probe.max_tokens))
+            .or(gemini),
+        prompt_cache_key: probe
+            .prompt_cache_key
+            .and_then(|v| v.as_str().map(str::to_string)),
+        has_cache_ttl_1h: has_cache_ttl_1h(body, open),
+        stream_include_usage: probe
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool),
+    })
+}
+
+/// The top-level members `inspect` reads, kept as small JSON values.
+#[derive(Default)]
+struct Probe {
+    model: Option<serde_json::Value>,
+    stream: Option<serde_json::Value>,
+    max_completion_tokens: Option<serde_json::Value>,
+    max_output_tokens: Option<serde_json::Value>,
+    max_tokens: Option<serde_json::Value>,
+    prompt_cache_key: Option<serde_json::Value>,
+    generation_config: Option<serde_json::Value>,
+    stream_options: Option<serde_json::Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Probe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Probe, A::Error> {
+                let mut p = Probe::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match &*key {
+                        "model" => &mut p.model,
+                        "stream" => &mut p.stream,
+                        "max_completion_tokens" => &mut p.max_completion_tokens,
+                        "max_output_tokens" => &mut p.max_output_tokens,
+                        "max_tokens" => &mut p.max_tokens,
+                        "prompt_cache_key" => &mut p.prompt_cache_key,
+                        "generationConfig" | "generation_config" => &mut p.generation_config,
+                        "stream_options" => &mut p.stream_options,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn has_cache_ttl_1h(body: &[u8], open: usize) -> bool {
-    // Cheap pre-filter: without the key spelled out, only an escaped spelling could match,
-    // and escapes are only possible if the body contains a backslash-u sequence.
-    if memchr::memmem::find(body, b"cache_control").is_none()
-        && memchr::memmem::find(body, b"\\u").is_none()
+    // Cheap pre-filter: both keys must be spelled out somewhere, unless the body contains a
+    // backslash-u sequence (the only way to spell them differently). Most bodies end here —
+    // Claude Code's mark cache breakpoints without a TTL — sparing the token walk.
+    let escaped = memchr::memmem::find(body, b"\\u").is_some();
+    if !escaped
+        && (memchr::memmem::find(body, b"\"cache_control\"").is_none()
+            || memchr::memmem::find(body, b"\"ttl\"").is_none())
     {
         return false;
     }

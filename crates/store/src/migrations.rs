@@ -19,6 +19,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "billing",
         include_str!("../migrations/sqlite/0002_billing.sql"),
     ),
+    (
+        3,
+        "lean_indexes",
+        include_str!("../migrations/sqlite/0003_lean_indexes.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -31,6 +36,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "billing",
         include_str!("../migrations/postgres/0002_billing.sql"),
+    ),
+    (
+        3,
+        "lean_indexes",
+        include_str!("../migrations/postgres/0003_lean_indexes.sql"),
     ),
 ];
 
