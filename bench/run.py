@@ -171,6 +171,9 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work};
             "small-stream": {"model": MODEL, "max_tokens": 256, "stream": True, "messages": [{"role": "user", "content": "Hello there"}]},
             "claude-code-87k": capture["body"],
         }
+        only = os.environ.get("BENCH_SCENARIOS")
+        if only:
+            bodies = {k: v for k, v in bodies.items() if k in only.split(",")}
         rows = []
         for name, body in bodies.items():
             body_file = os.path.join(work, f"{name}.json")

@@ -7,7 +7,6 @@
 //! drops the upstream response (closing that connection) and records the request as 499 with
 //! the tokens seen so far.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use aether_protocol::sse::{SseDecoder, SseEvent, encode_event};
 use aether_protocol::usage::{StreamUsage, is_usage_only_chunk};
 use aether_store::Billing;
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt as _, Stream, StreamExt};
 
 use crate::snapshot::{Caller, Route};
 use crate::usage::{UsageEvent, UsageWriter};
@@ -207,7 +206,13 @@ impl Finish {
                     t.latency_ms = Some(now.millis() - t.started_at.millis());
                 }
             }
-            w.send_detached(UsageEvent::Traces(std::mem::take(&mut self.traces)));
+            // A request served by its first attempt, with nothing skipped, has a one-step trace
+            // that its usage record already holds (route, status, latency, TTFB): it is not
+            // written twice. Readers synthesise it from the record.
+            let trivial = self.traces.len() == 1 && self.traces[0].status == TraceStatus::Success;
+            if !trivial {
+                w.send_detached(UsageEvent::Traces(std::mem::take(&mut self.traces)));
+            }
         }
         if let Some(mut bodies) = self.log.bodies.take() {
             if self.log.response_cap > 0
@@ -317,9 +322,13 @@ pub struct Committed {
 struct State {
     c: Committed,
     fin: Finish,
-    out: VecDeque<Bytes>,
+    /// Bytes ready for the client.
+    out: BytesMut,
     ended: bool,
 }
+
+/// Upper bound of bytes gathered into one write to the client.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 impl State {
     /// Observes units; in strip mode returns the re-encoded bytes to send instead of the raw ones.
@@ -341,6 +350,37 @@ impl State {
         re.map(BytesMut::freeze)
     }
 
+    /// Handles one item of the upstream body: a chunk (parsed, passed on), the end (the
+    /// request completes), or a transport error (the stream ends with an error event).
+    fn take(&mut self, item: Option<reqwest::Result<Bytes>>) {
+        match item {
+            Some(Err(e)) => self.fail(
+                ErrorKind::UpstreamError,
+                format!("upstream stream broke: {e}"),
+            ),
+            None => {
+                let units = self.c.decoder.end();
+                if let Some(b) = self.observe(units) {
+                    self.fin.log.capture(&b);
+                    self.out.extend_from_slice(&b);
+                }
+                self.fin.complete(UsageStatus::Completed, 200, None, None);
+                self.ended = true;
+            }
+            Some(Ok(chunk)) => match self.c.decoder.push(&chunk) {
+                Err(e) => self.fail(
+                    ErrorKind::UpstreamError,
+                    format!("upstream stream is malformed: {e}"),
+                ),
+                Ok(units) => {
+                    let send = self.observe(units).unwrap_or(chunk);
+                    self.fin.log.capture(&send);
+                    self.out.extend_from_slice(&send);
+                }
+            },
+        }
+    }
+
     fn fail(&mut self, kind: ErrorKind, message: String) {
         let event = match self.c.decoder {
             // Gemini's JSON-array stream: one more element, the error, and close the array.
@@ -354,7 +394,7 @@ impl State {
             }
             Decoder::Sse(_) => stream_error_event(self.c.dialect, kind, &message),
         };
-        self.out.push_back(event);
+        self.out.extend_from_slice(&event);
         let code = if kind == ErrorKind::Timeout { 504 } else { 502 };
         self.fin.complete(
             UsageStatus::Failed,
@@ -376,59 +416,52 @@ pub fn relay(
     let mut state = State {
         c,
         fin,
-        out: VecDeque::new(),
+        out: BytesMut::new(),
         ended: false,
     };
     let first = match state.observe(preread_units) {
         Some(rewritten) => vec![rewritten],
         None => preread,
     };
-    for b in first.into_iter().filter(|b| !b.is_empty()) {
+    for b in first {
         state.fin.log.capture(&b);
-        state.out.push_back(b);
+        state.out.extend_from_slice(&b);
     }
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
-            if let Some(b) = st.out.pop_front() {
-                return Some((Ok(b), st));
+            if !st.out.is_empty() {
+                return Some((Ok(st.out.split().freeze()), st));
             }
             if st.ended {
                 return None;
             }
             match tokio::time::timeout(st.c.idle_timeout, st.c.upstream.next()).await {
-                Err(_) => st.fail(
-                    ErrorKind::Timeout,
-                    format!(
-                        "upstream sent nothing for {} s",
-                        st.c.idle_timeout.as_secs()
-                    ),
-                ),
-                Ok(Some(Err(e))) => st.fail(
-                    ErrorKind::UpstreamError,
-                    format!("upstream stream broke: {e}"),
-                ),
-                Ok(None) => {
-                    let units = st.c.decoder.end();
-                    if let Some(b) = st.observe(units).filter(|b| !b.is_empty()) {
-                        st.fin.log.capture(&b);
-                        st.out.push_back(b);
-                    }
-                    st.fin.complete(UsageStatus::Completed, 200, None, None);
-                    st.ended = true;
+                Err(_) => {
+                    let secs = st.c.idle_timeout.as_secs();
+                    st.fail(
+                        ErrorKind::Timeout,
+                        format!("upstream sent nothing for {secs} s"),
+                    );
                 }
-                Ok(Some(Ok(chunk))) => match st.c.decoder.push(&chunk) {
-                    Err(e) => st.fail(
-                        ErrorKind::UpstreamError,
-                        format!("upstream stream is malformed: {e}"),
-                    ),
-                    Ok(units) => {
-                        let send = st.observe(units).unwrap_or(chunk);
-                        if !send.is_empty() {
-                            st.fin.log.capture(&send);
-                            st.out.push_back(send);
-                        }
+                Ok(item) => st.take(item),
+            }
+            // Take whatever else has already arrived, so a burst of events leaves in one
+            // write instead of one system call per event. The upstream connection hands its
+            // body over frame by frame from another task, so yield a couple of times to let it
+            // catch up before writing.
+            let mut yields = 0;
+            while !st.ended && st.out.len() < COALESCE_BYTES {
+                match st.c.upstream.next().now_or_never() {
+                    Some(item) => {
+                        yields = 0;
+                        st.take(item);
                     }
-                },
+                    None if yields < 4 => {
+                        yields += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    None => break,
+                }
             }
         }
     })

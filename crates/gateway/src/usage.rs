@@ -55,7 +55,9 @@ pub struct WriterHandle {
     task: JoinHandle<()>,
 }
 
-const MAX_BATCH: usize = 512;
+/// Events per batch: large enough that a request's `pending` and final records usually meet
+/// in one batch (and collapse into one row write) even at high request rates.
+const MAX_BATCH: usize = 4096;
 const LINGER: Duration = Duration::from_millis(50);
 
 impl UsageWriter {

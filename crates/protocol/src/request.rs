@@ -159,14 +159,12 @@ impl<'de> serde::Deserialize<'de> for Probe {
 }
 
 fn has_cache_ttl_1h(body: &[u8], open: usize) -> bool {
-    // Cheap pre-filter: both keys must be spelled out somewhere, unless the body contains a
-    // backslash-u sequence (the only way to spell them differently). Most bodies end here —
-    // Claude Code's mark cache breakpoints without a TTL — sparing the token walk.
-    let escaped = memchr::memmem::find(body, b"\\u").is_some();
-    if !escaped
-        && (memchr::memmem::find(body, b"\"cache_control\"").is_none()
-            || memchr::memmem::find(body, b"\"ttl\"").is_none())
-    {
+    // Cheap pre-filter, exact: a `ttl` key is either spelled out or has one of its letters
+    // escaped (`\u0074`, `\u006c`). Without either, no cache_control can carry a TTL, and the
+    // token walk over a large prompt is spared — the common case (Claude Code marks its cache
+    // breakpoints without one; non-ASCII escapes elsewhere in a prompt do not matter).
+    let find = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if !find(b"\"ttl\"") && !find(b"\\u0074") && !find(b"\\u006c") && !find(b"\\u006C") {
         return false;
     }
     /// Per open container: is it an object that is the value of a `cache_control` key, and

@@ -63,6 +63,16 @@ struct Server {
     banner: Vec<String>,
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a server running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn start_server(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
     let mut c = aether();
     c.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -92,7 +102,8 @@ fn start_server(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
     Server { child, url, banner }
 }
 
-fn stop_server(mut s: Server) {
+fn stop_server(s: Server) {
+    let mut s = s;
     let _ = Command::new("kill")
         .args(["-TERM", &s.child.id().to_string()])
         .status();
