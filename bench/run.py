@@ -190,8 +190,17 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work};
                 script = lua(path, headers, body_file)
                 wrk(url + path, script)  # warm-up
                 before = cpu_seconds(pids) if pids else 0
+                perf = None
+                if label == "aether" and os.environ.get("BENCH_PERF"):
+                    # Developer aid: BENCH_PERF=DIR records a CPU profile of Aether per scenario.
+                    perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p",
+                                             str(aether.pid), "-o", os.path.join(os.environ["BENCH_PERF"], f"{name}.data")],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 r = wrk(url + path, script)
                 after = cpu_seconds(pids) if pids else 0
+                if perf:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait(timeout=60)
                 r.update(scenario=name, target=label, bytes=size,
                          cpu_us=(after - before) / max(r["requests"], 1) * 1e6 if pids else None)
                 rows.append(r)
@@ -217,6 +226,8 @@ http {{ access_log off; client_body_temp_path {work}; proxy_temp_path {work};
     lines += ["", f"Aether RSS: idle {idle_rss / 1024:.1f} MB, peak {peak_rss / 1024:.1f} MB."]
     report = "\n".join(lines)
     print(report)
+    if os.environ.get("BENCH_SCENARIOS"):
+        return  # a partial run does not replace the recorded results
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "latest.md"), "w") as f:
         f.write(report + "\n")

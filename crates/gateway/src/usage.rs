@@ -59,6 +59,7 @@ pub struct WriterHandle {
 /// in one batch (and collapse into one row write) even at high request rates.
 const MAX_BATCH: usize = 4096;
 const LINGER: Duration = Duration::from_millis(50);
+const TICK: Duration = Duration::from_millis(5);
 
 impl UsageWriter {
     /// Starts the writer task.
@@ -193,21 +194,30 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<UsageEvent>, stats: Arc<Wri
             }
             closed |= pending.close;
         }
-        // Gather what arrives within the linger window, up to a batch.
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
+        // Gather what arrives within the linger window, up to a batch. The queue is drained
+        // on a short tick rather than waking this task for every event.
+        let started = tokio::time::Instant::now();
         while !closed && pending.len() < MAX_BATCH {
-            tokio::select! {
-                biased;
-                e = rx.recv() => match e {
-                    Some(e) => {
+            loop {
+                match rx.try_recv() {
+                    Ok(e) => {
                         pending.add(e);
                         closed |= pending.close;
+                        if closed || pending.len() >= MAX_BATCH {
+                            break;
+                        }
                     }
-                    None => closed = true,
-                },
-                () = &mut linger => break,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
             }
+            if closed || pending.len() >= MAX_BATCH || started.elapsed() >= LINGER {
+                break;
+            }
+            tokio::time::sleep(TICK).await;
         }
         let batch = pending.batch();
         match store.write_batch(&batch).await {
