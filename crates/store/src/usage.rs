@@ -4,10 +4,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
-use aether_domain::entities::{AttemptTrace, UsageBodies, UsageRecord};
+use aether_domain::entities::{AttemptTrace, TraceStatus, UsageBodies, UsageRecord, UsageStatus};
 use aether_domain::pricing::{CostBreakdown, TokenUsage};
 use aether_domain::{
-    ApiKeyId, GlobalModelId, LedgerId, Multiplier, ProviderId, RequestId, Timestamp, Usd, UserId,
+    ApiKeyId, GlobalModelId, LedgerId, Multiplier, ProviderId, RequestId, Timestamp, TraceId, Usd,
+    UserId,
 };
 use async_trait::async_trait;
 
@@ -76,7 +77,37 @@ pub trait UsageRepo: Send + Sync {
     async fn get_usage(&self, id: RequestId) -> Result<Option<UsageRecord>>;
     async fn list_usage(&self, f: &UsageFilter, page: Page) -> Result<Paged<UsageRecord>>;
     async fn get_usage_bodies(&self, id: RequestId) -> Result<Option<UsageBodies>>;
+    /// The attempt trace of a request, ordered by candidate then retry. A request served by
+    /// its first attempt with nothing skipped has no stored trace rows (the gateway does not
+    /// write what the usage record already holds); for it, the one successful step is
+    /// synthesised from the record.
     async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>>;
+}
+
+/// The one-step trace of a request served by its first attempt.
+fn synthesised_trace(r: &UsageRecord) -> Option<AttemptTrace> {
+    if r.status != UsageStatus::Completed || r.provider_key_id.is_none() {
+        return None;
+    }
+    Some(AttemptTrace {
+        id: TraceId(r.id.0),
+        request_id: r.id,
+        candidate_index: 0,
+        retry_index: 0,
+        provider_id: r.provider_id,
+        endpoint_id: r.endpoint_id,
+        provider_key_id: r.provider_key_id,
+        status: TraceStatus::Success,
+        skip_reason: None,
+        status_code: r.status_code,
+        error_type: None,
+        error_message: None,
+        latency_ms: r.latency_ms,
+        concurrency: None,
+        conversion: None,
+        started_at: r.created_at,
+        finished_at: Some(r.updated_at),
+    })
 }
 
 const COLS: &str = "id, client_request_id, user_id, api_key_id, provider_id, endpoint_id, provider_key_id, \
@@ -596,15 +627,22 @@ impl UsageRepo for SqlStore {
     async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>> {
         let mut f = Filter::new();
         f.cond("request_id = {}", request.to_string());
-        f.all(
-            &mut self.db.clone(),
-            T_COLS,
-            "attempt_traces",
-            "candidate_index, retry_index, started_at",
-        )
-        .await?
-        .iter()
-        .map(trace_from_row)
-        .collect()
+        let stored = f
+            .all(
+                &mut self.db.clone(),
+                T_COLS,
+                "attempt_traces",
+                "candidate_index, retry_index, started_at",
+            )
+            .await?
+            .iter()
+            .map(trace_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        if stored.is_empty() {
+            if let Some(r) = self.get_usage(request).await? {
+                return Ok(synthesised_trace(&r).into_iter().collect());
+            }
+        }
+        Ok(stored)
     }
 }

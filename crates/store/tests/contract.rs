@@ -1025,6 +1025,32 @@ async fn usage_lifecycle_bodies_and_traces(s: &SqlStore) {
     assert_eq!(s.get_usage_bodies(id).await.unwrap().unwrap(), bodies);
     assert!(s.get_usage_bodies(other.id).await.unwrap().is_none());
 
+    // Served by its first attempt: no trace rows, one step synthesised from the record.
+    let served = UsageRecord {
+        id: RequestId::new(),
+        provider_key_id: Some(ProviderKeyId::new()),
+        endpoint_id: Some(EndpointId::new()),
+        ..rec.clone()
+    };
+    s.write_batch(&UsageBatch {
+        records: vec![served.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let one = s.list_traces(served.id).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].status, TraceStatus::Success);
+    assert_eq!(one[0].provider_key_id, served.provider_key_id);
+    assert_eq!(one[0].endpoint_id, served.endpoint_id);
+    assert_eq!(one[0].status_code, Some(200));
+    assert_eq!(one[0].latency_ms, Some(1234));
+    assert!(
+        s.list_traces(other.id).await.unwrap().is_empty(),
+        "failed: nothing to synthesise"
+    );
+    assert!(s.list_traces(RequestId::new()).await.unwrap().is_empty());
+
     let mk = |ci: u32, ri: u32, status: TraceStatus| AttemptTrace {
         id: TraceId::new(),
         request_id: id,
