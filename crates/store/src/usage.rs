@@ -638,10 +638,10 @@ impl UsageRepo for SqlStore {
             .iter()
             .map(trace_from_row)
             .collect::<Result<Vec<_>>>()?;
-        if stored.is_empty() {
-            if let Some(r) = self.get_usage(request).await? {
-                return Ok(synthesised_trace(&r).into_iter().collect());
-            }
+        if stored.is_empty()
+            && let Some(r) = self.get_usage(request).await?
+        {
+            return Ok(synthesised_trace(&r).into_iter().collect());
         }
         Ok(stored)
     }
