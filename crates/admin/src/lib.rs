@@ -31,6 +31,12 @@ pub use error::{ApiError, ApiResult};
 #[async_trait::async_trait]
 pub trait ChangeNotifier: Send + Sync + 'static {
     async fn config_changed(&self);
+
+    /// The request path's live state (breakers, learned limits, budgets), when this process
+    /// serves requests; `None` for one-shot CLI commands.
+    fn live(&self) -> Option<Arc<dyn aether_coord::LiveState>> {
+        None
+    }
 }
 
 /// A notifier that does nothing (CLI one-shot commands, tests).
@@ -170,5 +176,10 @@ impl Admin {
 
     async fn changed(&self) {
         self.inner.notifier.config_changed().await;
+    }
+
+    /// The request path's live state, when this process serves requests.
+    pub(crate) fn live(&self) -> Option<Arc<dyn aether_coord::LiveState>> {
+        self.inner.notifier.live()
     }
 }

@@ -1,11 +1,77 @@
 //! Live state shared by every request: what must be seen alike by all requests of one process
 //! — and, in cluster mode, of every instance. One trait, [`LiveState`]; this crate's
-//! [`Local`] keeps it in memory. A Redis implementation backs the same trait in cluster mode.
+//! [`Local`] keeps it in memory. A Redis implementation backs the same trait in cluster mode,
+//! so every operation is shaped to be one atomic round trip (a Lua script there, one mutex
+//! section here):
+//!
+//! * cache affinity and `Retry-After` cooldowns;
+//! * concurrency **leases** per endpoint, upstream key and gateway key — per request, with a
+//!   deadline, so a holder that dies cannot leak a slot;
+//! * **RPM** sliding windows, checked and counted for several scopes all-or-nothing;
+//! * the **circuit breaker** and health of each upstream key ([`breaker`]);
+//! * **adaptive concurrency** of upstream keys without a fixed limit ([`adaptive`]);
+//! * **budgets**: quota and balance reservations, settled to the actual cost.
+//!
+//! Time comes from a [`Clock`], so tests can move it.
 
+pub mod adaptive;
+pub mod breaker;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use aether_domain::{ApiFormat, ApiKeyId, GlobalModelId, ProviderKeyId};
+use aether_domain::{
+    ApiFormat, ApiKeyId, EndpointId, GlobalModelId, ProviderId, ProviderKeyId, Timestamp, Usd,
+    UserId,
+};
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::adaptive::{Adaptive, LimitChange};
+use crate::breaker::{Breaker, BreakerView, Gate};
+
+/// Milliseconds since the Unix epoch, from the wall clock or a test's hand.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        Timestamp::now().millis()
+    }
+}
+
+/// A clock that moves only when told (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    #[must_use]
+    pub fn at(ms: i64) -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(ms)))
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(
+            i64::try_from(by.as_millis()).unwrap_or(i64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// Who a cache-affinity binding belongs to: a gateway key, the API format and the model —
 /// and, when the client names one, its session (Claude Code, Codex), so parallel sessions of
@@ -18,8 +84,49 @@ pub struct AffinityKey {
     pub session: Option<String>,
 }
 
+/// What a concurrency lease or an RPM window counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Scope {
+    Endpoint(EndpointId),
+    ProviderKey(ProviderKeyId),
+    Provider(ProviderId),
+    ApiKey(ApiKeyId),
+}
+
+/// One held concurrency slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseId(pub u64);
+
+/// An RPM window refused: the earliest retry, in whole seconds (≥ 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpmDenied {
+    pub scope: Scope,
+    pub retry_after_secs: u64,
+}
+
+/// Whose money a reservation is held against. Users' accounts are per quota period (the
+/// period's start, ms), so a new period starts from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetAccount {
+    User(UserId, Option<i64>),
+    Standalone(ApiKeyId),
+    Provider(ProviderId, Option<i64>),
+}
+
+/// An account's live figures: `used` (settled spend; for a standalone key, minus its
+/// balance) and the sum of outstanding reservations. Headroom is `limit − used − reserved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BudgetView {
+    pub used: Usd,
+    pub reserved: Usd,
+}
+
 #[async_trait]
 pub trait LiveState: Send + Sync + 'static {
+    /// The clock every rule of this state is judged by.
+    fn now_ms(&self) -> i64;
+
     /// The upstream key that last served this caller, if the binding is still fresh.
     async fn affinity_get(&self, key: &AffinityKey) -> Option<ProviderKeyId>;
     /// Binds (or refreshes) the caller to an upstream key for `ttl`.
@@ -31,17 +138,145 @@ pub trait LiveState: Send + Sync + 'static {
     async fn cool_down(&self, key: ProviderKeyId, until: Instant);
     /// Which of `keys` are resting now.
     async fn cooling(&self, keys: &[ProviderKeyId]) -> Vec<ProviderKeyId>;
+
+    /// Takes a slot of `scope` if fewer than `limit` live leases hold it; the lease lapses
+    /// after `ttl` unless released. Returns the lease and the slots in use including it.
+    async fn lease_acquire(
+        &self,
+        scope: Scope,
+        limit: u32,
+        ttl: Duration,
+    ) -> Option<(LeaseId, u32)>;
+    /// Gives a slot back (idempotent). Synchronous so a drop guard can call it.
+    fn lease_release(&self, scope: Scope, id: LeaseId);
+    /// Live leases of `scope`.
+    async fn lease_count(&self, scope: Scope) -> u32;
+
+    /// Counts one request in every window of `scopes` (scope, requests per minute) — or in
+    /// none, if any window is full.
+    async fn rpm_hit(&self, scopes: &[(Scope, u32)]) -> Result<(), RpmDenied>;
+
+    /// May a request use this upstream key now (takes a probe slot when half-open)?
+    async fn breaker_admit(&self, key: ProviderKeyId) -> Gate;
+    /// Reports an attempt's result (never for a client error).
+    async fn breaker_record(&self, key: ProviderKeyId, ok: bool);
+    /// An attempt admitted as a probe ended without a verdict.
+    async fn breaker_release_probe(&self, key: ProviderKeyId);
+    async fn breaker_view(&self, key: ProviderKeyId) -> BreakerView;
+    /// Admin reset: closed and healthy.
+    async fn breaker_reset(&self, key: ProviderKeyId);
+
+    /// The learned limit of a key without a fixed one, and the reservation ratio r.
+    async fn adaptive_limit(&self, key: ProviderKeyId) -> (u32, f64);
+    /// A request started on the key with `in_use` slots taken (itself included).
+    async fn adaptive_sample(&self, key: ProviderKeyId, in_use: u32);
+    /// A 429 from the key; `concurrency` when the rate-limit headers say it was not a
+    /// requests- or tokens-per-minute limit. `in_use`: requests in flight on it then.
+    async fn adaptive_429(&self, key: ProviderKeyId, concurrency: bool, in_use: u32);
+    /// The result of an attempt on the key (confidence for r).
+    async fn adaptive_outcome(&self, key: ProviderKeyId, ok: bool);
+    async fn adaptive_history(&self, key: ProviderKeyId) -> Vec<LimitChange>;
+
+    /// Reserves `amount` against `account` if it has headroom left (`used + reserved <
+    /// limit`); `seed_used` initialises an account this state has not seen. Overshoot is
+    /// therefore bounded by one reservation per concurrent request at the edge.
+    async fn budget_reserve(
+        &self,
+        account: BudgetAccount,
+        seed_used: Usd,
+        limit: Usd,
+        amount: Usd,
+    ) -> Result<(), BudgetView>;
+    /// Replaces a reservation by the actual charge (`reserved` may be zero: a plain charge).
+    /// Synchronous so a request's drop guard can settle.
+    fn budget_settle(&self, account: BudgetAccount, seed_used: Usd, reserved: Usd, actual: Usd);
+    /// Moves `used` by `delta` (admin top-ups and adjustments), if the account is live.
+    async fn budget_adjust(&self, account: BudgetAccount, delta: Usd);
+    /// Drops the account so the next use seeds it again (admin reset of a user's spend).
+    async fn budget_forget(&self, account: BudgetAccount);
+    async fn budget_view(&self, account: BudgetAccount, seed_used: Usd) -> BudgetView;
+}
+
+/// A held lease; dropping it gives the slot back.
+pub struct Lease {
+    live: Arc<dyn LiveState>,
+    pub scope: Scope,
+    pub id: LeaseId,
+    /// Slots in use when it was taken (itself included).
+    pub in_use: u32,
+}
+
+impl Lease {
+    /// Takes a slot, or `None` when the scope is full.
+    pub async fn acquire(
+        live: &Arc<dyn LiveState>,
+        scope: Scope,
+        limit: u32,
+        ttl: Duration,
+    ) -> Option<Self> {
+        let (id, in_use) = live.lease_acquire(scope, limit, ttl).await?;
+        Some(Self {
+            live: live.clone(),
+            scope,
+            id,
+            in_use,
+        })
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("scope", &self.scope)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.live.lease_release(self.scope, self.id);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    used: i64,
+    reserved: i64,
 }
 
 /// In-process live state.
 pub struct Local {
+    clock: Arc<dyn Clock>,
     affinity: moka::sync::Cache<AffinityKey, (ProviderKeyId, Instant)>,
     cooldowns: moka::sync::Cache<ProviderKeyId, Instant>,
+    next_lease: AtomicU64,
+    leases: Mutex<HashMap<Scope, HashMap<LeaseId, i64>>>,
+    windows: Mutex<HashMap<Scope, VecDeque<i64>>>,
+    breakers: Mutex<HashMap<ProviderKeyId, Breaker>>,
+    adaptive: Mutex<HashMap<ProviderKeyId, Adaptive>>,
+    budgets: Mutex<HashMap<BudgetAccount, Account>>,
 }
 
 impl Default for Local {
     fn default() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these cannot leave a half-applied rule behind (every
+    // section is a few field updates), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const RPM_WINDOW_MS: i64 = 60_000;
+
+impl Local {
+    #[must_use]
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
+            clock,
             affinity: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 // Bindings carry their own TTL (the key's cache TTL); this bounds stale memory.
@@ -51,12 +286,22 @@ impl Default for Local {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
+            next_lease: AtomicU64::new(1),
+            leases: Mutex::default(),
+            windows: Mutex::default(),
+            breakers: Mutex::default(),
+            adaptive: Mutex::default(),
+            budgets: Mutex::default(),
         }
     }
 }
 
 #[async_trait]
 impl LiveState for Local {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     async fn affinity_get(&self, key: &AffinityKey) -> Option<ProviderKeyId> {
         match self.affinity.get(key) {
             Some((target, until)) if Instant::now() < until => Some(target),
@@ -87,6 +332,192 @@ impl LiveState for Local {
             .copied()
             .filter(|k| self.cooldowns.get(k).is_some_and(|until| now < until))
             .collect()
+    }
+
+    async fn lease_acquire(
+        &self,
+        scope: Scope,
+        limit: u32,
+        ttl: Duration,
+    ) -> Option<(LeaseId, u32)> {
+        let now = self.now_ms();
+        let mut all = lock(&self.leases);
+        let held = all.entry(scope).or_default();
+        held.retain(|_, deadline| *deadline > now);
+        if held.len() >= limit as usize {
+            return None;
+        }
+        let id = LeaseId(self.next_lease.fetch_add(1, Ordering::Relaxed));
+        held.insert(
+            id,
+            now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        );
+        Some((id, u32::try_from(held.len()).unwrap_or(u32::MAX)))
+    }
+
+    fn lease_release(&self, scope: Scope, id: LeaseId) {
+        let mut all = lock(&self.leases);
+        if let Some(held) = all.get_mut(&scope) {
+            held.remove(&id);
+            if held.is_empty() {
+                all.remove(&scope);
+            }
+        }
+    }
+
+    async fn lease_count(&self, scope: Scope) -> u32 {
+        let now = self.now_ms();
+        lock(&self.leases).get(&scope).map_or(0, |held| {
+            u32::try_from(held.values().filter(|d| **d > now).count()).unwrap_or(u32::MAX)
+        })
+    }
+
+    async fn rpm_hit(&self, scopes: &[(Scope, u32)]) -> Result<(), RpmDenied> {
+        let now = self.now_ms();
+        let mut all = lock(&self.windows);
+        for (scope, limit) in scopes {
+            let w = all.entry(*scope).or_default();
+            while w.front().is_some_and(|t| now - *t >= RPM_WINDOW_MS) {
+                w.pop_front();
+            }
+            if w.len() >= *limit as usize {
+                let oldest = w.front().copied().unwrap_or(now);
+                let wait_ms = (oldest + RPM_WINDOW_MS - now).max(1);
+                return Err(RpmDenied {
+                    scope: *scope,
+                    retry_after_secs: u64::try_from((wait_ms + 999) / 1000).unwrap_or(1),
+                });
+            }
+        }
+        for (scope, _) in scopes {
+            all.entry(*scope).or_default().push_back(now);
+        }
+        Ok(())
+    }
+
+    async fn breaker_admit(&self, key: ProviderKeyId) -> Gate {
+        let now = self.now_ms();
+        lock(&self.breakers).entry(key).or_default().admit(now)
+    }
+
+    async fn breaker_record(&self, key: ProviderKeyId, ok: bool) {
+        let now = self.now_ms();
+        lock(&self.breakers).entry(key).or_default().record(now, ok);
+    }
+
+    async fn breaker_release_probe(&self, key: ProviderKeyId) {
+        if let Some(b) = lock(&self.breakers).get_mut(&key) {
+            b.release_probe();
+        }
+    }
+
+    async fn breaker_view(&self, key: ProviderKeyId) -> BreakerView {
+        let now = self.now_ms();
+        lock(&self.breakers)
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
+            .view(now)
+    }
+
+    async fn breaker_reset(&self, key: ProviderKeyId) {
+        lock(&self.breakers).remove(&key);
+    }
+
+    async fn adaptive_limit(&self, key: ProviderKeyId) -> (u32, f64) {
+        let now = self.now_ms();
+        let mut all = lock(&self.adaptive);
+        let a = all.entry(key).or_insert_with(|| Adaptive::new(now));
+        (a.limit, a.reserve_ratio(now))
+    }
+
+    async fn adaptive_sample(&self, key: ProviderKeyId, in_use: u32) {
+        let now = self.now_ms();
+        lock(&self.adaptive)
+            .entry(key)
+            .or_insert_with(|| Adaptive::new(now))
+            .sample(now, in_use);
+    }
+
+    async fn adaptive_429(&self, key: ProviderKeyId, concurrency: bool, in_use: u32) {
+        let now = self.now_ms();
+        let mut all = lock(&self.adaptive);
+        let a = all.entry(key).or_insert_with(|| Adaptive::new(now));
+        if concurrency {
+            a.on_concurrency_429(now, in_use);
+        } else {
+            a.on_other_429(now);
+        }
+    }
+
+    async fn adaptive_outcome(&self, key: ProviderKeyId, ok: bool) {
+        let now = self.now_ms();
+        lock(&self.adaptive)
+            .entry(key)
+            .or_insert_with(|| Adaptive::new(now))
+            .on_outcome(ok);
+    }
+
+    async fn adaptive_history(&self, key: ProviderKeyId) -> Vec<LimitChange> {
+        lock(&self.adaptive)
+            .get(&key)
+            .map(|a| a.history.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn budget_reserve(
+        &self,
+        account: BudgetAccount,
+        seed_used: Usd,
+        limit: Usd,
+        amount: Usd,
+    ) -> Result<(), BudgetView> {
+        let mut all = lock(&self.budgets);
+        let a = all.entry(account).or_insert(Account {
+            used: seed_used.nanos(),
+            reserved: 0,
+        });
+        if a.used.saturating_add(a.reserved) >= limit.nanos() {
+            return Err(BudgetView {
+                used: Usd::from_nanos(a.used),
+                reserved: Usd::from_nanos(a.reserved),
+            });
+        }
+        a.reserved = a.reserved.saturating_add(amount.nanos());
+        Ok(())
+    }
+
+    fn budget_settle(&self, account: BudgetAccount, seed_used: Usd, reserved: Usd, actual: Usd) {
+        let mut all = lock(&self.budgets);
+        let a = all.entry(account).or_insert(Account {
+            used: seed_used.nanos(),
+            reserved: 0,
+        });
+        a.reserved = (a.reserved - reserved.nanos()).max(0);
+        a.used = a.used.saturating_add(actual.nanos());
+    }
+
+    async fn budget_adjust(&self, account: BudgetAccount, delta: Usd) {
+        if let Some(a) = lock(&self.budgets).get_mut(&account) {
+            a.used = a.used.saturating_add(delta.nanos());
+        }
+    }
+
+    async fn budget_forget(&self, account: BudgetAccount) {
+        lock(&self.budgets).remove(&account);
+    }
+
+    async fn budget_view(&self, account: BudgetAccount, seed_used: Usd) -> BudgetView {
+        lock(&self.budgets).get(&account).map_or(
+            BudgetView {
+                used: seed_used,
+                reserved: Usd::ZERO,
+            },
+            |a| BudgetView {
+                used: Usd::from_nanos(a.used),
+                reserved: Usd::from_nanos(a.reserved),
+            },
+        )
     }
 }
 
@@ -140,5 +571,112 @@ mod tests {
         );
         s.cool_down(b, Instant::now()).await;
         assert_eq!(s.cooling(&[b]).await, Vec::<ProviderKeyId>::new());
+    }
+
+    fn live_at(ms: i64) -> (Arc<ManualClock>, Arc<dyn LiveState>) {
+        let clock = ManualClock::at(ms);
+        (clock.clone(), Arc::new(Local::with_clock(clock)))
+    }
+
+    #[tokio::test]
+    async fn leases_cap_a_scope_and_come_back_on_drop() {
+        let (_, live) = live_at(0);
+        let scope = Scope::ProviderKey(ProviderKeyId::new());
+        let ttl = Duration::from_secs(60);
+        let a = Lease::acquire(&live, scope, 2, ttl).await.unwrap();
+        let b = Lease::acquire(&live, scope, 2, ttl).await.unwrap();
+        assert_eq!((a.in_use, b.in_use), (1, 2));
+        assert!(Lease::acquire(&live, scope, 2, ttl).await.is_none(), "full");
+        drop(a);
+        assert_eq!(live.lease_count(scope).await, 1);
+        assert!(Lease::acquire(&live, scope, 2, ttl).await.is_some());
+        let other = Scope::Endpoint(EndpointId::new());
+        assert!(
+            Lease::acquire(&live, other, 1, ttl).await.is_some(),
+            "scopes are separate"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_holder_died_lapses_at_its_deadline() {
+        let (clock, live) = live_at(0);
+        let scope = Scope::ApiKey(ApiKeyId::new());
+        let held = Lease::acquire(&live, scope, 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        std::mem::forget(held); // the holder never releases (a crashed request or instance)
+        assert!(
+            Lease::acquire(&live, scope, 1, Duration::from_secs(30))
+                .await
+                .is_none()
+        );
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(live.lease_count(scope).await, 0);
+        assert!(
+            Lease::acquire(&live, scope, 1, Duration::from_secs(30))
+                .await
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn rpm_windows_admit_exactly_n_per_minute_and_all_or_nothing() {
+        let (clock, live) = live_at(1_000_000);
+        let key = Scope::ApiKey(ApiKeyId::new());
+        for _ in 0..5 {
+            assert!(live.rpm_hit(&[(key, 5)]).await.is_ok());
+            clock.advance(Duration::from_secs(10));
+        }
+        // Five requests at t = 0, 10, …, 40 s; now t = 50 s.
+        let denied = live.rpm_hit(&[(key, 5)]).await.unwrap_err();
+        assert_eq!(
+            denied.retry_after_secs, 10,
+            "the first request leaves at t = 60 s"
+        );
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            live.rpm_hit(&[(key, 5)]).await.is_ok(),
+            "sliding, not fixed"
+        );
+        assert!(live.rpm_hit(&[(key, 5)]).await.is_err());
+
+        let provider = Scope::Provider(ProviderId::new());
+        let pkey = Scope::ProviderKey(ProviderKeyId::new());
+        assert!(live.rpm_hit(&[(provider, 1)]).await.is_ok());
+        let d = live
+            .rpm_hit(&[(pkey, 10), (provider, 1)])
+            .await
+            .unwrap_err();
+        assert_eq!(d.scope, provider);
+        assert!(
+            live.rpm_hit(&[(pkey, 1)]).await.is_ok(),
+            "the refused hit counted nowhere"
+        );
+    }
+
+    #[tokio::test]
+    async fn budgets_reserve_settle_and_bound_overshoot() {
+        let (_, live) = live_at(0);
+        let user = BudgetAccount::User(UserId::new(), Some(0));
+        let limit = Usd::dollars(1);
+        let seed = "0.90".parse::<Usd>().unwrap();
+        let r = "0.06".parse::<Usd>().unwrap();
+        assert!(live.budget_reserve(user, seed, limit, r).await.is_ok());
+        assert!(live.budget_reserve(user, seed, limit, r).await.is_ok());
+        // used 0.90 + reserved 0.12 ≥ 1: no headroom.
+        let v = live.budget_reserve(user, seed, limit, r).await.unwrap_err();
+        assert_eq!(v.reserved, "0.12".parse().unwrap());
+        live.budget_settle(user, seed, r, "0.01".parse().unwrap());
+        live.budget_settle(user, seed, r, "0.02".parse().unwrap());
+        let v = live.budget_view(user, seed).await;
+        assert_eq!((v.used, v.reserved), ("0.93".parse().unwrap(), Usd::ZERO));
+        // A top-up of a standalone key moves `used` (minus the balance) down.
+        let key = BudgetAccount::Standalone(ApiKeyId::new());
+        let balance = "0.05".parse::<Usd>().unwrap();
+        let seed = Usd::ZERO - balance;
+        assert!(live.budget_reserve(key, seed, Usd::ZERO, r).await.is_ok());
+        assert!(live.budget_reserve(key, seed, Usd::ZERO, r).await.is_err());
+        live.budget_adjust(key, Usd::ZERO - Usd::dollars(1)).await;
+        assert!(live.budget_reserve(key, seed, Usd::ZERO, r).await.is_ok());
     }
 }

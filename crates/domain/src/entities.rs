@@ -134,6 +134,59 @@ impl QuotaPeriod {
     }
 }
 
+/// Milliseconds in a UTC day (Unix time has no leap seconds).
+const DAY_MS: i64 = 86_400_000;
+
+impl QuotaPeriod {
+    /// The start of the period `at` falls in: UTC midnight of its day (`Daily`), 00:00 UTC of
+    /// the 1st of its month (`Monthly`); `None` for `QuotaPeriod::None`.
+    #[must_use]
+    pub fn period_start(self, at: Timestamp) -> Option<Timestamp> {
+        match self {
+            Self::None => None,
+            Self::Daily => Some(Timestamp::from_millis(
+                at.millis().div_euclid(DAY_MS) * DAY_MS,
+            )),
+            Self::Monthly => {
+                let d = at.to_datetime().date();
+                Some(utc_midnight(d.year(), d.month()))
+            }
+        }
+    }
+
+    /// The start of the period after the one `at` falls in (the current period's exclusive
+    /// end); `None` for `QuotaPeriod::None`.
+    #[must_use]
+    pub fn next_period_start(self, at: Timestamp) -> Option<Timestamp> {
+        match self {
+            Self::None => None,
+            Self::Daily => self
+                .period_start(at)
+                .map(|s| Timestamp::from_millis(s.millis().saturating_add(DAY_MS))),
+            Self::Monthly => {
+                let d = at.to_datetime().date();
+                let (y, m) = match d.month() {
+                    time::Month::December => (d.year() + 1, time::Month::January),
+                    m => (d.year(), m.next()),
+                };
+                Some(utc_midnight(y, m))
+            }
+        }
+    }
+}
+
+/// 00:00 UTC of the 1st of `month` in `year`.
+fn utc_midnight(year: i32, month: time::Month) -> Timestamp {
+    time::Date::from_calendar_date(year, month, 1).map_or(Timestamp::from_millis(0), |d| {
+        Timestamp::from_millis(
+            d.midnight()
+                .assume_utc()
+                .unix_timestamp()
+                .saturating_mul(1000),
+        )
+    })
+}
+
 impl User {
     /// Spend that counts against the quota at `now`: nothing once the period has rolled over.
     #[must_use]
@@ -219,6 +272,38 @@ pub struct Provider {
     pub config: Value,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Provider {
+    /// The start of the quota period `at` falls in. Periods are `quota_period_days` long and
+    /// anchored at `period_started_at`: `s + k·days` with `k = floor((at − s) / days)`, and `s`
+    /// itself when `at` is before it. `None` (no period tracking: spend simply accumulates)
+    /// without a quota, without a period length, or without a start.
+    #[must_use]
+    pub fn period_start(&self, at: Timestamp) -> Option<Timestamp> {
+        let s = self.period_started_at?;
+        if self.quota_usd.is_none() || self.quota_period_days == 0 {
+            return None;
+        }
+        if at <= s {
+            return Some(s);
+        }
+        let len = i64::from(self.quota_period_days).saturating_mul(DAY_MS);
+        let k = (at.millis() - s.millis()) / len;
+        Some(Timestamp::from_millis(
+            s.millis().saturating_add(k.saturating_mul(len)),
+        ))
+    }
+
+    /// Spend that counts against the quota at `now`: nothing once a later period than the
+    /// stored one has begun.
+    #[must_use]
+    pub fn period_used(&self, now: Timestamp) -> Usd {
+        match (self.period_started_at, self.period_start(now)) {
+            (Some(stored), Some(current)) if current > stored => Usd::ZERO,
+            _ => self.quota_used_usd,
+        }
+    }
 }
 
 /// Outbound proxy of an endpoint. The password is sealed at rest.
@@ -476,6 +561,44 @@ pub struct AttemptTrace {
     pub finished_at: Option<Timestamp>,
 }
 
+str_enum!(
+    /// How an upstream fared in one bucket of the health timeline.
+    HealthState {
+        /// Only successes.
+        Success => "success",
+        /// Successes and failures.
+        Partial => "partial",
+        /// Only failures.
+        Failure => "failure",
+        /// No upstream attempt.
+        NoData => "no_data",
+    }
+);
+
+impl HealthState {
+    #[must_use]
+    pub const fn of(successes: u64, failures: u64) -> Self {
+        match (successes, failures) {
+            (0, 0) => Self::NoData,
+            (_, 0) => Self::Success,
+            (0, _) => Self::Failure,
+            _ => Self::Partial,
+        }
+    }
+}
+
+/// One bucket `[start, end)` of the health timeline: upstream attempts that succeeded and
+/// failed (client errors excluded — they are the request's fault, not the upstream's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthBucket {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub successes: u64,
+    pub failures: u64,
+    pub state: HealthState,
+}
+
 /// An entry of the audit log (admin and security events only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -572,5 +695,144 @@ mod tests {
                 .has_rolled_over(t("2025-12-15T00:00:00Z"), t("2026-01-01T00:00:00Z"))
         );
         assert!(!QuotaPeriod::None.has_rolled_over(start, t("2030-01-01T00:00:00Z")));
+    }
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn quota_period_starts_at_utc_midnight_and_the_first_of_the_month() {
+        let d = QuotaPeriod::Daily;
+        assert_eq!(
+            d.period_start(t("2026-03-15T13:45:10.5Z")),
+            Some(t("2026-03-15T00:00:00Z"))
+        );
+        // Exactly at midnight: that day's period.
+        assert_eq!(
+            d.period_start(t("2026-03-15T00:00:00Z")),
+            Some(t("2026-03-15T00:00:00Z"))
+        );
+        assert_eq!(
+            d.period_start(t("2026-03-14T23:59:59.999Z")),
+            Some(t("2026-03-14T00:00:00Z"))
+        );
+        // Before 1970: still the day's midnight, not the next one.
+        assert_eq!(
+            d.period_start(t("1969-12-31T12:00:00Z")),
+            Some(t("1969-12-31T00:00:00Z"))
+        );
+        assert_eq!(
+            d.next_period_start(t("2026-03-15T00:00:00Z")),
+            Some(t("2026-03-16T00:00:00Z"))
+        );
+
+        let m = QuotaPeriod::Monthly;
+        assert_eq!(
+            m.period_start(t("2026-02-28T23:59:59.999Z")),
+            Some(t("2026-02-01T00:00:00Z"))
+        );
+        assert_eq!(
+            m.period_start(t("2026-03-01T00:00:00Z")),
+            Some(t("2026-03-01T00:00:00Z"))
+        );
+        assert_eq!(
+            m.period_start(t("2025-12-31T23:59:59.999Z")),
+            Some(t("2025-12-01T00:00:00Z"))
+        );
+        assert_eq!(
+            m.next_period_start(t("2026-02-10T08:00:00Z")),
+            Some(t("2026-03-01T00:00:00Z"))
+        );
+        assert_eq!(
+            m.next_period_start(t("2026-12-31T23:59:59Z")),
+            Some(t("2027-01-01T00:00:00Z"))
+        );
+
+        assert_eq!(
+            QuotaPeriod::None.period_start(t("2026-03-15T13:00:00Z")),
+            None
+        );
+        assert_eq!(
+            QuotaPeriod::None.next_period_start(t("2026-03-15T13:00:00Z")),
+            None
+        );
+    }
+
+    fn quota_provider(days: u32, started: Option<Timestamp>) -> Provider {
+        Provider {
+            id: ProviderId::new(),
+            name: "p".into(),
+            display_name: "P".into(),
+            description: None,
+            website: None,
+            billing_type: BillingType::MonthlyQuota,
+            quota_usd: Some(Usd::dollars(100)),
+            quota_used_usd: Usd::dollars(7),
+            quota_period_days: days,
+            period_started_at: started,
+            expires_at: None,
+            rpm_limit: None,
+            provider_priority: 1,
+            is_active: true,
+            config: Value::Null,
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn provider_periods_step_by_whole_periods_from_the_anchor() {
+        let s = t("2026-01-10T06:30:00Z");
+        let p = quota_provider(7, Some(s));
+        // k = 0: inside the first period, including its very first instant.
+        assert_eq!(p.period_start(s), Some(s));
+        assert_eq!(p.period_start(t("2026-01-17T06:29:59.999Z")), Some(s));
+        // Exactly one period later: k = 1.
+        assert_eq!(
+            p.period_start(t("2026-01-17T06:30:00Z")),
+            Some(t("2026-01-17T06:30:00Z"))
+        );
+        // k = 3 (21 days), one millisecond before the 4th boundary.
+        assert_eq!(
+            p.period_start(t("2026-02-07T06:29:59.999Z")),
+            Some(t("2026-01-31T06:30:00Z"))
+        );
+        // Before the anchor: the anchor.
+        assert_eq!(p.period_start(t("2026-01-01T00:00:00Z")), Some(s));
+
+        // No period tracking without an anchor, a quota or a length.
+        assert_eq!(quota_provider(7, None).period_start(s), None);
+        assert_eq!(quota_provider(0, Some(s)).period_start(s), None);
+        let mut free = quota_provider(7, Some(s));
+        free.quota_usd = None;
+        assert_eq!(free.period_start(s), None);
+    }
+
+    #[test]
+    fn provider_period_used_is_zero_once_a_later_period_began() {
+        let s = t("2026-01-10T06:30:00Z");
+        let p = quota_provider(30, Some(s));
+        assert_eq!(
+            p.period_used(t("2026-02-09T06:29:59.999Z")),
+            Usd::dollars(7)
+        );
+        assert_eq!(p.period_used(t("2026-02-09T06:30:00Z")), Usd::ZERO);
+        assert_eq!(p.period_used(t("2026-01-01T00:00:00Z")), Usd::dollars(7));
+        // Plain accumulation without period tracking.
+        let q = quota_provider(30, None);
+        assert_eq!(q.period_used(t("2030-01-01T00:00:00Z")), Usd::dollars(7));
+    }
+
+    #[test]
+    fn health_state_follows_the_counts() {
+        assert_eq!(HealthState::of(0, 0), HealthState::NoData);
+        assert_eq!(HealthState::of(3, 0), HealthState::Success);
+        assert_eq!(HealthState::of(3, 1), HealthState::Partial);
+        assert_eq!(HealthState::of(0, 1), HealthState::Failure);
+        assert_eq!(
+            serde_json::to_string(&HealthState::NoData).unwrap(),
+            "\"no_data\""
+        );
     }
 }

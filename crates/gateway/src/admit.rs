@@ -70,8 +70,9 @@ pub fn identify(
     Ok(caller.clone())
 }
 
-/// Admits a caller for a request of `format`: a valid key, quota or balance left, and the
-/// format allowed for the key and its user.
+/// Admits a caller for a request of `format`: a valid key and the format allowed for the key
+/// and its user. Quota and balance are checked by reservation once the request is planned
+/// ([`crate::limits`]).
 pub fn admit(
     snap: &Snapshot,
     headers: &HeaderMap,
@@ -80,27 +81,6 @@ pub fn admit(
     now: Timestamp,
 ) -> Result<Arc<Caller>, GwError> {
     let caller = identify(snap, headers, query, now)?;
-    match &caller.user {
-        Some(user) => {
-            if let Some(quota) = user.quota_usd {
-                // Spend of a period that has ended does not count, even before the reset job runs.
-                if user.period_used(now) >= quota {
-                    return Err(GwError::quota(format!(
-                        "quota exhausted: {} of {} USD used",
-                        user.period_used(now),
-                        quota
-                    )));
-                }
-            }
-        }
-        None => {
-            if caller.key.is_standalone
-                && (caller.key.balance_usd.is_negative() || caller.key.balance_usd.is_zero())
-            {
-                return Err(GwError::quota("balance exhausted; ask for a top-up"));
-            }
-        }
-    }
     if !format_allowed(&caller, format) {
         return Err(GwError::permission(format!(
             "this API key may not use the {format} API"

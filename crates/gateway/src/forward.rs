@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_coord::AffinityKey;
+use aether_coord::{AffinityKey, Lease, Scope};
 use aether_domain::entities::{
     AttemptTrace, GlobalModel, TraceStatus, UsageBodies, UsageRecord, UsageStatus,
 };
@@ -16,7 +16,7 @@ use aether_domain::net::ClientIp;
 use aether_domain::pricing::CostBreakdown;
 use aether_domain::{ApiFormat, RequestId, Timestamp, TraceId};
 use aether_protocol::classify::{
-    ClientErrorKind, FirstEvent, KeyErrorClass, MAX_ERROR_BODY_BYTES, Outcome,
+    ClientErrorKind, FirstEvent, KeyErrorClass, MAX_ERROR_BODY_BYTES, Outcome, RateLimitKind,
     classify_first_element, classify_first_event, classify_http, error_message,
     retry_after_from_body, retry_after_secs,
 };
@@ -32,6 +32,7 @@ use futures_util::StreamExt;
 use crate::Gateway;
 use crate::admit::admit;
 use crate::error::GwError;
+use crate::limits::{Reservation, admit_candidate, caller_budget, estimate, provider_budget};
 use crate::needs::{client_session, masked_headers, needs};
 use crate::plan::{Ask, Candidate, Plan, model_allowed, plan};
 use crate::relay::{Committed, Decoder, Finish, LogCapture, Unit, UpstreamBody, relay};
@@ -56,7 +57,17 @@ pub struct Incoming {
 pub async fn handle(gw: &Gateway, inc: Incoming) -> Response<Body> {
     let dialect = inc.format.dialect();
     match Exchange::prepare(gw, inc).await {
-        Ok(x) => x.run().await,
+        Ok(x) => {
+            let id = x.id;
+            let mut resp = x.run().await;
+            // Errors decided by the gateway carry the request id too (it names the record).
+            if !resp.headers().contains_key("x-aether-request-id")
+                && let Ok(v) = HeaderValue::from_str(&id.to_string())
+            {
+                resp.headers_mut().insert("x-aether-request-id", v);
+            }
+            resp
+        }
         Err(e) => e.render(dialect),
     }
 }
@@ -75,6 +86,16 @@ struct Failure {
     retry_after: Option<u64>,
     /// The same key may be tried again (affinity retries): not after 401/403/404/429.
     retry_same_key: bool,
+    /// An upstream 429, and which limit it reported.
+    rate_limit: Option<RateLimitKind>,
+}
+
+/// How an attempt that produced the final response went, for the key's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    /// The request's own fault: no health change.
+    ClientError,
 }
 
 /// Everything about one request, decided before the first attempt.
@@ -222,6 +243,7 @@ impl Exchange {
             self.started,
             self.dialect,
         );
+        f.live = Some(self.gw.live().clone());
         if self.log_headers {
             let extra = self.snap.settings.masked_headers();
             let mut b = UsageBodies {
@@ -246,6 +268,17 @@ impl Exchange {
             .usage()
             .send(UsageEvent::Record(Box::new(self.record.clone())))
             .await;
+        let live = self.gw.live().clone();
+        let lease_ttl = Duration::from_secs(self.snap.settings.request_timeout_secs() + 600);
+        if let Err(e) = self.caller_limits(&mut fin, lease_ttl).await {
+            fin.complete(
+                UsageStatus::Failed,
+                e.kind.status_for(self.dialect),
+                None,
+                Some(("rate_limited", e.message.clone())),
+            );
+            return e.render(self.dialect);
+        }
 
         let needs = needs(
             &self.caller,
@@ -265,12 +298,22 @@ impl Exchange {
             .iter()
             .map(|r| r.key.key.id)
             .collect();
-        let cooling = self.gw.live().cooling(&keys).await;
+        let cooling = live.cooling(&keys).await;
+        let mut exhausted = Vec::new();
+        for r in self.snap.routes(self.model.id) {
+            if let Some((account, seed, quota)) = provider_budget(&r.provider, self.created)
+                && !exhausted.contains(&r.provider.id)
+                && live.budget_view(account, seed).await.used >= quota
+            {
+                exhausted.push(r.provider.id);
+            }
+        }
         let ask = Ask {
             format: self.format,
             needs: &needs,
             affinity,
             cooling: &cooling,
+            exhausted: &exhausted,
             now: self.created,
         };
         let Plan {
@@ -324,6 +367,37 @@ impl Exchange {
             );
             return e.render(self.dialect);
         }
+        if let Some((account, seed, limit)) = caller_budget(&self.caller, self.created) {
+            let amount = estimate(
+                self.body.len(),
+                self.info.max_tokens,
+                &self.model,
+                &candidates,
+            );
+            if live
+                .budget_reserve(account, seed, limit, amount)
+                .await
+                .is_err()
+            {
+                let e = GwError::quota(if self.caller.key.is_standalone {
+                    "balance exhausted; ask for a top-up".to_string()
+                } else {
+                    "quota exhausted for this period".to_string()
+                });
+                fin.complete(
+                    UsageStatus::Failed,
+                    e.kind.status_for(self.dialect),
+                    None,
+                    Some(("quota_exhausted", e.message.clone())),
+                );
+                return e.render(self.dialect);
+            }
+            fin.reservation = Some(Reservation {
+                account,
+                seed,
+                amount,
+            });
+        }
 
         let deadline =
             self.started + Duration::from_secs(self.snap.settings.request_timeout_secs());
@@ -342,13 +416,42 @@ impl Exchange {
                         class: FailClass::Timeout,
                         retry_after: None,
                         retry_same_key: false,
+                        rate_limit: None,
                     });
                     break 'candidates;
                 }
+                let admitted = match admit_candidate(&live, cand, lease_ttl).await {
+                    Ok(a) => a,
+                    Err(passed) => {
+                        let mut t = self.trace(cand, ci, ri, Timestamp::now());
+                        t.status = TraceStatus::Skipped;
+                        t.skip_reason = Some(passed.reason.to_string());
+                        t.finished_at = Some(t.started_at);
+                        fin.traces.push(t);
+                        failures.push(Failure {
+                            class: if passed.capacity {
+                                FailClass::RateLimited
+                            } else {
+                                FailClass::Overloaded
+                            },
+                            retry_after: passed.retry_after,
+                            retry_same_key: false,
+                            rate_limit: None,
+                        });
+                        break;
+                    }
+                };
+                let key_id = cand.route.key.key.id;
+                let adaptive = cand.route.key.key.max_concurrent.is_none();
+                let held = fin.holds.len();
+                fin.holds.extend(admitted.leases);
                 tried += 1;
                 let body = match self.upstream_body(cand, &mut bodies) {
                     Ok(b) => b,
                     Err(e) => {
+                        if admitted.probe {
+                            live.breaker_release_probe(key_id).await;
+                        }
                         fin.complete(
                             UsageStatus::Failed,
                             400,
@@ -359,8 +462,29 @@ impl Exchange {
                     }
                 };
                 match self.attempt(cand, ci, ri, body, deadline, &mut fin).await {
-                    Ok(response) => return response,
+                    Ok((response, Verdict::Success)) => {
+                        live.breaker_record(key_id, true).await;
+                        live.adaptive_outcome(key_id, true).await;
+                        return response;
+                    }
+                    Ok((response, Verdict::ClientError)) => {
+                        if admitted.probe {
+                            live.breaker_release_probe(key_id).await;
+                        }
+                        return response;
+                    }
                     Err(f) => {
+                        fin.holds.truncate(held);
+                        live.breaker_record(key_id, false).await;
+                        live.adaptive_outcome(key_id, false).await;
+                        if let Some(kind) = f.rate_limit
+                            && adaptive
+                        {
+                            let concurrency =
+                                matches!(kind, RateLimitKind::Concurrency | RateLimitKind::Unknown);
+                            live.adaptive_429(key_id, concurrency, admitted.key_in_use)
+                                .await;
+                        }
                         let again = f.retry_same_key;
                         failures.push(f);
                         if !again {
@@ -379,6 +503,35 @@ impl Exchange {
             Some(("upstream_exhausted", e.message.clone())),
         );
         e.render(self.dialect)
+    }
+
+    /// The caller key's own limits: its requests-per-minute window and its concurrency (a
+    /// lease held until the request ends).
+    async fn caller_limits(&self, fin: &mut Finish, lease_ttl: Duration) -> Result<(), GwError> {
+        let live = self.gw.live();
+        let key = &self.caller.key;
+        if let Some(n) = key.rate_limit
+            && let Err(d) = live.rpm_hit(&[(Scope::ApiKey(key.id), n)]).await
+        {
+            return Err(GwError::new(
+                ErrorKind::RateLimited,
+                format!("this API key is limited to {n} requests per minute"),
+            )
+            .retry_after(Some(d.retry_after_secs)));
+        }
+        if let Some(n) = key.concurrent_limit {
+            match Lease::acquire(live, Scope::ApiKey(key.id), n, lease_ttl).await {
+                Some(l) => fin.holds.push(l),
+                None => {
+                    return Err(GwError::new(
+                        ErrorKind::RateLimited,
+                        format!("this API key already has {n} requests in flight"),
+                    )
+                    .retry_after(Some(1)));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The upstream body for a candidate: the model replaced by the upstream name (Gemini has
@@ -447,7 +600,7 @@ impl Exchange {
         body: Bytes,
         deadline: Instant,
         fin: &mut Finish,
-    ) -> Result<Response<Body>, Failure> {
+    ) -> Result<(Response<Body>, Verdict), Failure> {
         let route = &cand.route;
         let ep = &route.endpoint.endpoint;
         let t0 = Instant::now();
@@ -609,7 +762,10 @@ impl Exchange {
                     }
                     fin.log.capture(&bytes);
                     fin.complete(UsageStatus::Completed, status, usage, None);
-                    Ok(self.response(status, &hdr_refs, Body::from(bytes)))
+                    Ok((
+                        self.response(status, &hdr_refs, Body::from(bytes)),
+                        Verdict::Success,
+                    ))
                 }
                 Outcome::ClientError { kind } => {
                     let message = error_message(&bytes)
@@ -629,15 +785,24 @@ impl Exchange {
                         None,
                         Some((client_error_name(kind), message)),
                     );
-                    Ok(self.response(status, &hdr_refs, Body::from(bytes)))
+                    Ok((
+                        self.response(status, &hdr_refs, Body::from(bytes)),
+                        Verdict::ClientError,
+                    ))
                 }
                 other => {
                     let retry_after =
                         retry_after_secs(&hdr_refs).or_else(|| retry_after_from_body(&bytes));
                     let message = error_message(&bytes)
                         .unwrap_or_else(|| format!("upstream answered {status}"));
+                    let rate_limit = match other {
+                        Outcome::KeyError {
+                            class: KeyErrorClass::RateLimited { kind },
+                        } => Some(kind),
+                        _ => None,
+                    };
                     let (kind, class, same_key) = outcome_class(other);
-                    Err(self
+                    let mut f = self
                         .failed(
                             cand,
                             trace,
@@ -649,7 +814,9 @@ impl Exchange {
                             retry_after,
                             same_key,
                         )
-                        .await)
+                        .await;
+                    f.rate_limit = rate_limit;
+                    Err(f)
                 }
             };
         }
@@ -815,7 +982,10 @@ impl Exchange {
         // The placeholder left behind must not record anything when it is dropped.
         fin.disarm();
         let stream = relay(committed, owned);
-        Ok(self.response(status, &hdr_refs, Body::from_stream(stream)))
+        Ok((
+            self.response(status, &hdr_refs, Body::from_stream(stream)),
+            Verdict::Success,
+        ))
     }
 
     /// Marks the route on the record (the request is being served by it).
@@ -881,6 +1051,7 @@ impl Exchange {
             class,
             retry_after,
             retry_same_key,
+            rate_limit: None,
         }
     }
 
@@ -952,6 +1123,7 @@ impl Exchange {
             needs: &needs,
             affinity: None,
             cooling: &[],
+            exhausted: &[],
             now: self.created,
         };
         let Plan { candidates, .. } = plan(&self.snap, &self.caller, &self.model, &ask);

@@ -10,6 +10,7 @@
 pub mod admit;
 pub mod error;
 pub mod forward;
+pub mod limits;
 pub mod models;
 pub mod needs;
 pub mod plan;

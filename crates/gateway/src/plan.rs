@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use aether_domain::entities::GlobalModel;
-use aether_domain::{ApiFormat, ProviderKeyId, Timestamp};
+use aether_domain::{ApiFormat, ProviderId, ProviderKeyId, Timestamp};
 
 use crate::snapshot::{Caller, Route, Snapshot};
 
@@ -141,6 +141,8 @@ pub struct Ask<'a> {
     pub affinity: Option<ProviderKeyId>,
     /// Upstream keys resting after a rate limit.
     pub cooling: &'a [ProviderKeyId],
+    /// Providers whose period quota is used up (live figures).
+    pub exhausted: &'a [ProviderId],
     pub now: Timestamp,
 }
 
@@ -152,6 +154,7 @@ pub fn plan(snap: &Snapshot, caller: &Caller, model: &GlobalModel, ask: &Ask<'_>
         needs,
         affinity,
         cooling,
+        exhausted,
         now,
     } = *ask;
     let mut plan = Plan::default();
@@ -184,11 +187,7 @@ pub fn plan(snap: &Snapshot, caller: &Caller, model: &GlobalModel, ask: &Ask<'_>
             Some("provider expired".to_string())
         } else if key.expires_at.is_some_and(|t| t <= now) {
             Some("upstream key expired".to_string())
-        } else if route
-            .provider
-            .quota_usd
-            .is_some_and(|q| route.provider.quota_used_usd >= q)
-        {
+        } else if exhausted.contains(&route.provider.id) {
             Some("provider period quota exhausted".to_string())
         } else if needs.stream
             && !effective_flag(route.model.supports_streaming, model.capabilities.streaming)

@@ -11,12 +11,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aether_coord::{Lease, LiveState};
 use aether_domain::entities::{
     AttemptTrace, GlobalModel, TraceStatus, UsageBodies, UsageRecord, UsageStatus,
 };
 use aether_domain::format::Dialect;
 use aether_domain::pricing::{CostBreakdown, CostInput, TokenUsage, compute_cost};
-use aether_domain::{Multiplier, Timestamp};
+use aether_domain::{Multiplier, Timestamp, Usd};
 use aether_protocol::errors::{ErrorKind, error_body, stream_error_event};
 use aether_protocol::gemini_stream::JsonArrayDecoder;
 use aether_protocol::sse::{SseDecoder, SseEvent, encode_event};
@@ -25,6 +26,7 @@ use aether_store::Billing;
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt as _, Stream, StreamExt};
 
+use crate::limits::{Reservation, provider_budget};
 use crate::snapshot::{Caller, Route};
 use crate::usage::{UsageEvent, UsageWriter};
 
@@ -102,8 +104,12 @@ pub struct Finish {
     pub started: Instant,
     pub usage: StreamUsage,
     pub log: LogCapture,
-    /// Things held until the request ends (concurrency leases).
-    pub holds: Vec<Box<dyn Send + Sync>>,
+    /// Concurrency leases held until the request (or its stream) ends.
+    pub holds: Vec<Lease>,
+    /// The live state budgets are settled in (`None`: nothing to settle).
+    pub live: Option<Arc<dyn LiveState>>,
+    /// The caller's budget reservation, settled to the charge when the request ends.
+    pub reservation: Option<Reservation>,
     done: bool,
 }
 
@@ -128,6 +134,8 @@ impl Finish {
             usage: StreamUsage::new(dialect),
             log: LogCapture::default(),
             holds: Vec::new(),
+            live: None,
+            reservation: None,
             done: false,
         }
     }
@@ -170,6 +178,18 @@ impl Finish {
             }
             r.cost = cost;
             r.unpriced = unpriced;
+            let user_period_start = self
+                .caller
+                .user
+                .as_ref()
+                .and_then(|u| u.quota_period.period_start(now));
+            let provider_period_start = route.provider.period_start(now);
+            if let Some(live) = &self.live
+                && let Some((account, seed, _)) = provider_budget(&route.provider, now)
+                && !r.cost.actual_total.is_zero()
+            {
+                live.budget_settle(account, seed, Usd::ZERO, r.cost.actual_total);
+            }
             billing = Some(Billing {
                 request_id: r.id,
                 user_id: r.user_id,
@@ -180,6 +200,8 @@ impl Finish {
                 actual: r.cost.actual_total,
                 global_model_id: r.global_model_id,
                 at: now,
+                user_period_start,
+                provider_period_start,
             });
         } else {
             r.cost = CostBreakdown {
@@ -187,11 +209,11 @@ impl Finish {
                 ..CostBreakdown::default()
             };
         }
-        let w = &self.writer;
-        w.send_detached(UsageEvent::Record(Box::new(r.clone())));
-        if let Some(b) = billing {
-            w.send_detached(UsageEvent::Bill(b));
+        if let (Some(live), Some(res)) = (&self.live, self.reservation.take()) {
+            let charged = billing.as_ref().map_or(Usd::ZERO, |b| b.charged);
+            live.budget_settle(res.account, res.seed, res.amount, charged);
         }
+        let w = &self.writer;
         if !self.traces.is_empty() {
             let finished = Some(now);
             for t in &mut self.traces {
@@ -208,11 +230,16 @@ impl Finish {
             }
             // A request served by its first attempt, with nothing skipped, has a one-step trace
             // that its usage record already holds (route, status, latency, TTFB): it is not
-            // written twice. Readers synthesise it from the record.
+            // written twice. Readers synthesise it from the record. Traces are queued before
+            // the final record, so whoever sees the record finished also sees its traces.
             let trivial = self.traces.len() == 1 && self.traces[0].status == TraceStatus::Success;
             if !trivial {
                 w.send_detached(UsageEvent::Traces(std::mem::take(&mut self.traces)));
             }
+        }
+        w.send_detached(UsageEvent::Record(Box::new(r.clone())));
+        if let Some(b) = billing {
+            w.send_detached(UsageEvent::Bill(b));
         }
         if let Some(mut bodies) = self.log.bodies.take() {
             if self.log.response_cap > 0

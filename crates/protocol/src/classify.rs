@@ -631,14 +631,17 @@ pub fn classify_http(
 ) -> Outcome {
     let content_type = header(headers, "content-type");
     match classify_response(dialect, status, content_type, body) {
+        // The message names the exhausted limit more precisely than the headers; but headers
+        // that show capacity left on every per-minute limit mean none of them was hit, so it
+        // was concurrency, whatever a generic message says.
         Outcome::KeyError {
-            class:
-                KeyErrorClass::RateLimited {
-                    kind: RateLimitKind::Unknown,
-                },
+            class: KeyErrorClass::RateLimited { kind: from_body },
         } => Outcome::KeyError {
             class: KeyErrorClass::RateLimited {
-                kind: rate_limit_kind(dialect, headers),
+                kind: match (from_body, rate_limit_kind(dialect, headers)) {
+                    (RateLimitKind::Unknown, h) | (_, h @ RateLimitKind::Concurrency) => h,
+                    (b, _) => b,
+                },
             },
         },
         other => other,

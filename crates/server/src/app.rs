@@ -65,6 +65,10 @@ impl ChangeNotifier for Reloader {
             tracing::error!(error = %e, "configuration changed but the in-memory state could not be rebuilt");
         }
     }
+
+    fn live(&self) -> Option<Arc<dyn aether_coord::LiveState>> {
+        Some(self.gateway.live().clone())
+    }
 }
 
 /// A built application, ready to serve.

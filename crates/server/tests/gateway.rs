@@ -475,8 +475,38 @@ async fn upstream_failures_before_the_first_byte_fail_over() {
         ("empty stream", Step::empty_stream(), true),
         ("first byte too late", Step::first_byte_delay(8_000), true),
     ];
+    let (_, providers) = app.get("/api/admin/providers", &admin).await;
+    let pid = providers["items"][0]["id"].as_str().unwrap().to_string();
+    let (_, eps) = app
+        .get(
+            &format!("/api/admin/endpoints/providers/{pid}/endpoints"),
+            &admin,
+        )
+        .await;
+    let eid = eps[0]["id"].as_str().unwrap().to_string();
+    let (_, keys) = app
+        .get(&format!("/api/admin/endpoints/{eid}/keys"), &admin)
+        .await;
+    let sk_a = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "sk-a")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (name, step, stream) in cases {
         mock.reset();
+        // Eight failures in a row would open sk-a's breaker; each case starts closed.
+        let (s, _) = app
+            .post(
+                &format!("/api/admin/endpoints/keys/{sk_a}/breaker/reset"),
+                &admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
         mock.script("sk-a", [step]);
         let resp = claude(&app, &key, stream).await;
         assert_eq!(resp.status(), StatusCode::OK, "{name}");
@@ -492,7 +522,7 @@ async fn upstream_failures_before_the_first_byte_fail_over() {
         assert_eq!(mock.request_count("sk-b"), 1, "{name}");
         let traces = app.traces(&id).await;
         assert_eq!(traces.len(), 2, "{name}: {traces:?}");
-        assert_eq!(traces[0].status, TraceStatus::Failed, "{name}");
+        assert_eq!(traces[0].status, TraceStatus::Failed, "{name}: {traces:?}");
         assert_eq!(
             app.usage(&id).await.status,
             UsageStatus::Completed,

@@ -33,7 +33,10 @@ pub use providers::{ProviderFilter, ProviderRepo};
 pub use sessions::{RefreshLookup, SessionRepo};
 pub use sql::{Page, Paged};
 pub use sqlx::Error as SqlxError;
-pub use usage::{Billing, UsageBatch, UsageFilter, UsageRepo};
+pub use usage::{
+    Billing, HealthBucket, HealthQuery, HealthState, MAX_HEALTH_BUCKETS, UsageBatch, UsageFilter,
+    UsageRepo,
+};
 pub use users::{UserFilter, UserRepo};
 
 /// Everything the services need from storage.

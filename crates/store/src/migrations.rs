@@ -24,6 +24,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "lean_indexes",
         include_str!("../migrations/sqlite/0003_lean_indexes.sql"),
     ),
+    (
+        4,
+        "health_index",
+        include_str!("../migrations/sqlite/0004_health_index.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -41,6 +46,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "lean_indexes",
         include_str!("../migrations/postgres/0003_lean_indexes.sql"),
+    ),
+    (
+        4,
+        "health_index",
+        include_str!("../migrations/postgres/0004_health_index.sql"),
     ),
 ];
 

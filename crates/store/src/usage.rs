@@ -4,11 +4,14 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
-use aether_domain::entities::{AttemptTrace, TraceStatus, UsageBodies, UsageRecord, UsageStatus};
+use aether_domain::entities::{
+    AttemptTrace, QuotaPeriod, TraceStatus, UsageBodies, UsageRecord, UsageStatus,
+};
+pub use aether_domain::entities::{HealthBucket, HealthState};
 use aether_domain::pricing::{CostBreakdown, TokenUsage};
 use aether_domain::{
-    ApiKeyId, GlobalModelId, LedgerId, Multiplier, ProviderId, RequestId, Timestamp, TraceId, Usd,
-    UserId,
+    ApiFormat, ApiKeyId, EndpointId, GlobalModelId, LedgerId, Multiplier, ProviderId,
+    ProviderKeyId, RequestId, Timestamp, TraceId, Usd, UserId,
 };
 use async_trait::async_trait;
 
@@ -45,7 +48,34 @@ pub struct Billing {
     pub actual: Usd,
     pub global_model_id: Option<GlobalModelId>,
     pub at: Timestamp,
+    /// The start of the user's quota period the charge belongs to (`QuotaPeriod::period_start`
+    /// of the charge time); `None` = no period tracking, the charge simply accumulates.
+    pub user_period_start: Option<Timestamp>,
+    /// The start of the provider's quota period the actual cost belongs to
+    /// (`Provider::period_start`); `None` = no period tracking.
+    pub provider_period_start: Option<Timestamp>,
 }
+
+/// A health timeline request: `buckets` equal buckets over `[since, until)` (the last one
+/// takes the remainder), optionally narrowed to one API format, endpoint or upstream key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthQuery {
+    pub since: Timestamp,
+    pub until: Timestamp,
+    /// Clamped to `1..=500` (and to the span's milliseconds).
+    pub buckets: u32,
+    pub api_format: Option<ApiFormat>,
+    pub endpoint_id: Option<EndpointId>,
+    pub provider_key_id: Option<ProviderKeyId>,
+}
+
+/// Most buckets a timeline has.
+pub const MAX_HEALTH_BUCKETS: u32 = 500;
+
+/// Error types of failed attempts that are the request's fault (the upstream refused a bad
+/// request), not the upstream's; they do not count against its health.
+const CLIENT_ERROR_TYPES: &str =
+    "'invalid_request', 'context_length_exceeded', 'content_policy', 'request_too_large'";
 
 /// One write of the usage writer: everything commits together or not at all.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,6 +112,12 @@ pub trait UsageRepo: Send + Sync {
     /// write what the usage record already holds); for it, the one successful step is
     /// synthesised from the record.
     async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>>;
+    /// Upstream health over time. Every upstream attempt counts once: a success is a
+    /// completed usage record served by an upstream key (by `created_at`), a failure an
+    /// attempt trace that failed for any reason but a client error (by `started_at`). Always
+    /// exactly the (clamped) number of buckets, empty ones [`HealthState::NoData`]; none when
+    /// `until` is not after `since`.
+    async fn health_timeline(&self, q: &HealthQuery) -> Result<Vec<HealthBucket>>;
 }
 
 /// The one-step trace of a request served by its first attempt.
@@ -393,15 +429,16 @@ async fn apply_billings<E: Exec>(tx: &mut E, bills: &[Billing]) -> Result<usize>
         .iter()
         .filter(|b| flipped.remove(&b.request_id.to_string()))
         .collect();
-    let mut users: BTreeMap<UserId, i64> = BTreeMap::new();
+    // Keyed by period too, so each period's charges apply in ascending period order.
+    let mut users: BTreeMap<(UserId, Option<Timestamp>), i64> = BTreeMap::new();
     let mut keys: BTreeMap<ApiKeyId, (i64, i64, i64)> = BTreeMap::new();
     let mut balances: BTreeMap<ApiKeyId, Vec<&Billing>> = BTreeMap::new();
-    let mut providers: BTreeMap<ProviderId, i64> = BTreeMap::new();
+    let mut providers: BTreeMap<(ProviderId, Option<Timestamp>), i64> = BTreeMap::new();
     let mut models: BTreeMap<GlobalModelId, i64> = BTreeMap::new();
     for b in &applied {
         let amount = b.charged.nanos();
         if let Some(u) = b.user_id.filter(|_| !b.standalone) {
-            *users.entry(u).or_default() += amount;
+            *users.entry((u, b.user_period_start)).or_default() += amount;
         }
         if let Some(k) = b.api_key_id {
             let e = keys.entry(k).or_default();
@@ -413,19 +450,48 @@ async fn apply_billings<E: Exec>(tx: &mut E, bills: &[Billing]) -> Result<usize>
             }
         }
         if let Some(p) = b.provider_id.filter(|_| !b.actual.is_zero()) {
-            *providers.entry(p).or_default() += b.actual.nanos();
+            *providers.entry((p, b.provider_period_start)).or_default() += b.actual.nanos();
         }
         if let Some(g) = b.global_model_id {
             *models.entry(g).or_default() += 1;
         }
     }
-    for (u, amount) in users {
-        tx.execute(
-            "UPDATE users SET used_usd = used_usd + $2, total_usd = total_usd + $2 WHERE id = $1"
-                .into(),
-            args![u.to_string(), amount],
-        )
-        .await?;
+    for ((u, start), amount) in users {
+        match start {
+            None => {
+                tx.execute(
+                    "UPDATE users SET used_usd = used_usd + $2, total_usd = total_usd + $2 WHERE id = $1"
+                        .into(),
+                    args![u.to_string(), amount],
+                )
+                .await?
+            }
+            // The charge's period [$3, end) against the stored period start: an earlier stored
+            // period (or none) restarts the count with this charge; a stored start inside the
+            // period (a period boundary, or the creation/reset time) accumulates; a later one
+            // means the charge arrived after a newer period began — lifetime spend only.
+            Some(start) => {
+                let end = |p: QuotaPeriod| p.next_period_start(start).map(Timestamp::millis);
+                tx.execute(
+                    "UPDATE users SET \
+                     used_usd = CASE WHEN period_started_at IS NULL OR period_started_at < $3 THEN $2 \
+                       WHEN period_started_at < (CASE WHEN quota_period = 'monthly' THEN $5 ELSE $4 END) \
+                       THEN used_usd + $2 ELSE used_usd END, \
+                     period_started_at = CASE WHEN period_started_at IS NULL OR period_started_at < $3 \
+                       THEN $3 ELSE period_started_at END, \
+                     total_usd = total_usd + $2 WHERE id = $1"
+                        .into(),
+                    args![
+                        u.to_string(),
+                        amount,
+                        start.millis(),
+                        end(QuotaPeriod::Daily),
+                        end(QuotaPeriod::Monthly),
+                    ],
+                )
+                .await?
+            }
+        };
     }
     for (k, (n, amount, at)) in keys {
         tx.execute(
@@ -478,12 +544,32 @@ async fn apply_billings<E: Exec>(tx: &mut E, bills: &[Billing]) -> Result<usize>
         )
         .await?;
     }
-    for (p, amount) in providers {
-        tx.execute(
-            "UPDATE providers SET quota_used_usd = quota_used_usd + $2 WHERE id = $1".into(),
-            args![p.to_string(), amount],
-        )
-        .await?;
+    for ((p, start), amount) in providers {
+        match start {
+            None => {
+                tx.execute(
+                    "UPDATE providers SET quota_used_usd = quota_used_usd + $2 WHERE id = $1"
+                        .into(),
+                    args![p.to_string(), amount],
+                )
+                .await?
+            }
+            // As for users, with periods of `quota_period_days` days.
+            Some(start) => {
+                tx.execute(
+                    "UPDATE providers SET \
+                     quota_used_usd = CASE WHEN period_started_at IS NULL OR period_started_at < $3 THEN $2 \
+                       WHEN period_started_at < $3 + quota_period_days * 86400000 \
+                       THEN quota_used_usd + $2 ELSE quota_used_usd END, \
+                     period_started_at = CASE WHEN period_started_at IS NULL OR period_started_at < $3 \
+                       THEN $3 ELSE period_started_at END \
+                     WHERE id = $1"
+                        .into(),
+                    args![p.to_string(), amount, start.millis()],
+                )
+                .await?
+            }
+        };
     }
     for (g, n) in models {
         tx.execute(
@@ -645,4 +731,147 @@ impl UsageRepo for SqlStore {
         }
         Ok(stored)
     }
+
+    async fn health_timeline(&self, q: &HealthQuery) -> Result<Vec<HealthBucket>> {
+        let Some(grid) = Grid::new(q) else {
+            return Ok(Vec::new());
+        };
+        let mut counts = vec![(0u64, 0u64); grid.len()];
+        let mut db = self.db.clone();
+
+        // Successes: completed requests an upstream key served (one per request: the
+        // successful attempt is the record itself).
+        let mut args = args![q.since.millis(), grid.width, q.until.millis()];
+        let mut sql = String::from(
+            "SELECT (created_at - $1) / $2 AS bucket_index, CAST(COUNT(*) AS BIGINT) AS n \
+             FROM usage_records WHERE created_at >= $1 AND created_at < $3 \
+             AND status = 'completed' AND provider_key_id IS NOT NULL",
+        );
+        push_cond(
+            &mut sql,
+            &mut args,
+            "endpoint_api_format",
+            q.api_format.map(ApiFormat::as_str),
+        );
+        push_cond(
+            &mut sql,
+            &mut args,
+            "endpoint_id",
+            q.endpoint_id.map(|x| x.to_string()),
+        );
+        push_cond(
+            &mut sql,
+            &mut args,
+            "provider_key_id",
+            q.provider_key_id.map(|x| x.to_string()),
+        );
+        sql.push_str(" GROUP BY bucket_index");
+        for r in db.fetch_all(Cow::Owned(sql), args).await? {
+            counts[grid.index(r.i64("bucket_index")?)].0 += count(&r)?;
+        }
+
+        // Failures: failed attempts, whatever the request's final outcome, except client
+        // errors. `status = 'failed'` literally, so the partial index serves the range.
+        let mut args = args![q.since.millis(), grid.width, q.until.millis()];
+        let mut sql = format!(
+            "SELECT (started_at - $1) / $2 AS bucket_index, CAST(COUNT(*) AS BIGINT) AS n \
+             FROM attempt_traces WHERE status = 'failed' AND started_at >= $1 AND started_at < $3 \
+             AND (error_type IS NULL OR error_type NOT IN ({CLIENT_ERROR_TYPES}))"
+        );
+        if let Some(f) = q.api_format {
+            args.push(f.as_str().into());
+            sql.push_str(&format!(
+                " AND endpoint_id IN (SELECT id FROM endpoints WHERE api_format = ${})",
+                args.len()
+            ));
+        }
+        push_cond(
+            &mut sql,
+            &mut args,
+            "endpoint_id",
+            q.endpoint_id.map(|x| x.to_string()),
+        );
+        push_cond(
+            &mut sql,
+            &mut args,
+            "provider_key_id",
+            q.provider_key_id.map(|x| x.to_string()),
+        );
+        sql.push_str(" GROUP BY bucket_index");
+        for r in db.fetch_all(Cow::Owned(sql), args).await? {
+            counts[grid.index(r.i64("bucket_index")?)].1 += count(&r)?;
+        }
+
+        Ok(counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (successes, failures))| {
+                let (start, end) = grid.bounds(i);
+                HealthBucket {
+                    start,
+                    end,
+                    successes,
+                    failures,
+                    state: HealthState::of(successes, failures),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The buckets of a timeline: `n` buckets of `width` ms from `since`, the last one extended
+/// to `until`.
+struct Grid {
+    since: i64,
+    until: i64,
+    width: i64,
+    n: i64,
+}
+
+impl Grid {
+    fn new(q: &HealthQuery) -> Option<Self> {
+        let (since, until) = (q.since.millis(), q.until.millis());
+        let span = until.checked_sub(since).filter(|s| *s > 0)?;
+        // At least one millisecond per bucket.
+        let n = i64::from(q.buckets.clamp(1, MAX_HEALTH_BUCKETS)).min(span);
+        Some(Self {
+            since,
+            until,
+            width: span / n,
+            n,
+        })
+    }
+
+    fn len(&self) -> usize {
+        usize::try_from(self.n).unwrap_or(0)
+    }
+
+    /// The bucket of a raw index `(t - since) / width`: the remainder past the last full
+    /// width belongs to the last bucket.
+    fn index(&self, raw: i64) -> usize {
+        usize::try_from(raw.clamp(0, self.n - 1)).unwrap_or(0)
+    }
+
+    fn bounds(&self, i: usize) -> (Timestamp, Timestamp) {
+        let i = i64::try_from(i).unwrap_or(i64::MAX);
+        let start = self.since + i * self.width;
+        let end = if i + 1 >= self.n {
+            self.until
+        } else {
+            start + self.width
+        };
+        (Timestamp::from_millis(start), Timestamp::from_millis(end))
+    }
+}
+
+/// Appends `AND <col> = $n` when the filter is set.
+fn push_cond(sql: &mut String, args: &mut Vec<Arg>, col: &'static str, v: Option<impl Into<Arg>>) {
+    if let Some(v) = v {
+        args.push(v.into());
+        sql.push_str(&format!(" AND {col} = ${}", args.len()));
+    }
+}
+
+fn count(r: &Row) -> Result<u64> {
+    Ok(u64::try_from(r.i64("n")?).unwrap_or(0))
 }

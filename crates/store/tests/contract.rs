@@ -48,6 +48,8 @@ contract!(
     usage_lifecycle_bodies_and_traces,
     config_changes_are_all_or_nothing,
     billing_applies_exactly_once,
+    quota_periods_reset_in_the_database,
+    health_timeline_counts_attempts_per_bucket,
 );
 
 fn now() -> Timestamp {
@@ -1189,6 +1191,8 @@ async fn billing_applies_exactly_once(s: &SqlStore) {
         actual: actual.parse().unwrap(),
         global_model_id: r.global_model_id,
         at: now(),
+        user_period_start: None,
+        provider_period_start: None,
     };
     let r1 = record(&ukey, UsageStatus::Completed);
     let r2 = record(&standalone, UsageStatus::Completed);
@@ -1307,5 +1311,462 @@ async fn billing_applies_exactly_once(s: &SqlStore) {
             .quota_used_usd
             .to_string(),
         "0.39035"
+    );
+}
+
+/// Charges carry the start of the quota period they belong to: one period accumulates, a later
+/// one restarts the count, and a charge for a period older than the stored one reaches only the
+/// lifetime total.
+async fn quota_periods_reset_in_the_database(s: &SqlStore) {
+    let t = |x: &str| Timestamp::parse_rfc3339(x).unwrap();
+    let mut u = user("periodic@example.com");
+    u.quota_period = QuotaPeriod::Daily;
+    u.period_started_at = None;
+    s.insert_user(&u).await.unwrap();
+    let ukey = api_key(Some(u.id), "periodic-key");
+    s.insert_api_key(&ukey).await.unwrap();
+    let mut p = provider("periodic");
+    p.quota_period_days = 7;
+    p.period_started_at = Some(t("2026-03-01T06:00:00Z"));
+    s.insert_provider(&p).await.unwrap();
+
+    // One completed record + billing per charge: (user period, provider period, charged, actual).
+    let charge = |user_start: &str, provider_start: &str, charged: &str, actual: &str| {
+        let (us, ps) = (t(user_start), t(provider_start));
+        let rec = UsageRecord {
+            id: RequestId::new(),
+            client_request_id: None,
+            user_id: Some(u.id),
+            api_key_id: Some(ukey.id),
+            provider_id: Some(p.id),
+            endpoint_id: None,
+            provider_key_id: None,
+            global_model_id: None,
+            requested_model: "m".into(),
+            upstream_model: None,
+            api_format: ApiFormat::Claude,
+            endpoint_api_format: Some(ApiFormat::Claude),
+            is_stream: false,
+            status: UsageStatus::Completed,
+            status_code: Some(200),
+            error_type: None,
+            error_message: None,
+            tokens: TokenUsage::default(),
+            cost: CostBreakdown::default(),
+            unpriced: false,
+            latency_ms: Some(5),
+            ttfb_ms: None,
+            client_ip: None,
+            user_agent: None,
+            created_at: us,
+            updated_at: us,
+        };
+        let bill = Billing {
+            request_id: rec.id,
+            user_id: Some(u.id),
+            api_key_id: Some(ukey.id),
+            standalone: false,
+            charged: charged.parse().unwrap(),
+            provider_id: Some(p.id),
+            actual: actual.parse().unwrap(),
+            global_model_id: None,
+            at: us,
+            user_period_start: Some(us),
+            provider_period_start: Some(ps),
+        };
+        (rec, bill)
+    };
+    let write = |charges: Vec<(UsageRecord, Billing)>| async move {
+        let (records, billing): (Vec<_>, Vec<_>) = charges.into_iter().unzip();
+        let n = billing.len();
+        let batch = UsageBatch {
+            records,
+            billing,
+            ..Default::default()
+        };
+        assert_eq!(s.write_batch(&batch).await.unwrap(), n);
+    };
+    let user_state = || async {
+        let got = s.get_user(u.id).await.unwrap().unwrap();
+        (
+            got.used_usd.to_string(),
+            got.total_usd.to_string(),
+            got.period_started_at,
+        )
+    };
+    let provider_state = || async {
+        let got = s.get_provider(p.id).await.unwrap().unwrap();
+        (got.quota_used_usd.to_string(), got.period_started_at)
+    };
+    let (d1, d2) = ("2026-03-10T00:00:00Z", "2026-03-11T00:00:00Z");
+    let (w1, w2) = ("2026-03-08T06:00:00Z", "2026-03-15T06:00:00Z");
+
+    // P1: no stored user period yet (starts it); the provider's stored period is older (resets).
+    write(vec![
+        charge(d1, w1, "1", "0.5"),
+        charge(d1, w1, "2", "0.25"),
+    ])
+    .await;
+    assert_eq!(
+        user_state().await,
+        ("3".into(), "3".into(), Some(t(d1))),
+        "P1 charges accumulate"
+    );
+    assert_eq!(provider_state().await, ("0.75".into(), Some(t(w1))));
+    write(vec![charge(d1, w1, "0.5", "0.125")]).await;
+    assert_eq!(
+        user_state().await,
+        ("3.5".into(), "3.5".into(), Some(t(d1)))
+    );
+    assert_eq!(provider_state().await, ("0.875".into(), Some(t(w1))));
+
+    // P2 (and a P1 straggler in the same batch, applied first): restart at P2's charge.
+    write(vec![charge(d2, w2, "4", "2"), charge(d1, w1, "0.25", "1")]).await;
+    assert_eq!(
+        user_state().await,
+        ("4".into(), "7.75".into(), Some(t(d2))),
+        "a later period restarts the count"
+    );
+    assert_eq!(provider_state().await, ("2".into(), Some(t(w2))));
+
+    // A late P1 charge after P2 began: lifetime spend only.
+    write(vec![charge(d1, w1, "10", "10")]).await;
+    assert_eq!(
+        user_state().await,
+        ("4".into(), "17.75".into(), Some(t(d2))),
+        "a late charge for an older period neither resets nor counts in the current one"
+    );
+    assert_eq!(provider_state().await, ("2".into(), Some(t(w2))));
+
+    // A stored start inside the period (a quota reset at 14:00): that day's charges count.
+    s.reset_user_quota(u.id, t("2026-03-11T14:00:00Z"))
+        .await
+        .unwrap();
+    write(vec![charge(d2, w2, "1.5", "0")]).await;
+    assert_eq!(
+        user_state().await,
+        (
+            "1.5".into(),
+            "19.25".into(),
+            Some(t("2026-03-11T14:00:00Z"))
+        ),
+        "charges after a mid-period reset count in that period"
+    );
+
+    // Without period tracking, charges simply accumulate and leave the start alone.
+    let (rec, mut bill) = charge(d1, w1, "0.75", "0.5");
+    bill.user_period_start = None;
+    bill.provider_period_start = None;
+    write(vec![(rec, bill)]).await;
+    assert_eq!(
+        user_state().await,
+        ("2.25".into(), "20".into(), Some(t("2026-03-11T14:00:00Z")))
+    );
+    assert_eq!(provider_state().await, ("2.5".into(), Some(t(w2))));
+
+    // Monthly periods: a stored start mid-month counts until the 1st of the next month.
+    let mut m = user("monthly@example.com");
+    m.quota_period = QuotaPeriod::Monthly;
+    m.period_started_at = Some(t("2026-03-11T14:00:00Z"));
+    s.insert_user(&m).await.unwrap();
+    let mkey = api_key(Some(m.id), "monthly-key");
+    s.insert_api_key(&mkey).await.unwrap();
+    let monthly = |start: &str, charged: &str| {
+        let (mut rec, mut bill) = charge(start, w2, charged, "0");
+        rec.user_id = Some(m.id);
+        rec.api_key_id = Some(mkey.id);
+        bill.user_id = Some(m.id);
+        bill.api_key_id = Some(mkey.id);
+        bill.provider_id = None;
+        (rec, bill)
+    };
+    write(vec![monthly("2026-03-01T00:00:00Z", "1")]).await;
+    write(vec![monthly("2026-02-01T00:00:00Z", "5")]).await;
+    let got = s.get_user(m.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.used_usd.to_string(), got.total_usd.to_string()),
+        ("1".into(), "6".into()),
+        "March counts; February arrived late"
+    );
+    write(vec![monthly("2026-04-01T00:00:00Z", "2")]).await;
+    let got = s.get_user(m.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.used_usd.to_string(),
+            got.total_usd.to_string(),
+            got.period_started_at
+        ),
+        ("2".into(), "8".into(), Some(t("2026-04-01T00:00:00Z")))
+    );
+}
+
+/// Successes come from completed records served by a key, failures from failed attempt traces
+/// that are not client errors; each in the bucket of its own time.
+async fn health_timeline_counts_attempts_per_bucket(s: &SqlStore) {
+    let p = provider("healthy");
+    s.insert_provider(&p).await.unwrap();
+    let claude = endpoint(p.id, ApiFormat::Claude);
+    s.insert_endpoint(&claude).await.unwrap();
+    let openai = endpoint(p.id, ApiFormat::Openai);
+    s.insert_endpoint(&openai).await.unwrap();
+    let k1 = pkey(&claude, "h1");
+    s.insert_provider_key(&k1).await.unwrap();
+    let k2 = pkey(&claude, "h2");
+    s.insert_provider_key(&k2).await.unwrap();
+    let k3 = pkey(&openai, "h3");
+    s.insert_provider_key(&k3).await.unwrap();
+
+    // Ten one-minute buckets from `base`.
+    let base = Timestamp::parse_rfc3339("2026-05-01T12:00:00Z").unwrap();
+    let at = |min: i64, sec: i64| base.plus_secs(min * 60 + sec);
+    let record =
+        |k: &ProviderKey, e: &Endpoint, status: UsageStatus, when: Timestamp| UsageRecord {
+            id: RequestId::new(),
+            client_request_id: None,
+            user_id: None,
+            api_key_id: None,
+            provider_id: Some(p.id),
+            endpoint_id: Some(e.id),
+            provider_key_id: Some(k.id),
+            global_model_id: None,
+            requested_model: "m".into(),
+            upstream_model: None,
+            api_format: e.api_format,
+            endpoint_api_format: Some(e.api_format),
+            is_stream: false,
+            status,
+            status_code: Some(200),
+            error_type: None,
+            error_message: None,
+            tokens: TokenUsage::default(),
+            cost: CostBreakdown::default(),
+            unpriced: false,
+            latency_ms: Some(5),
+            ttfb_ms: None,
+            client_ip: None,
+            user_agent: None,
+            created_at: when,
+            updated_at: when.plus_secs(1),
+        };
+    let trace =
+        |r: &UsageRecord, k: &ProviderKey, error: Option<&str>, when: Timestamp| AttemptTrace {
+            id: TraceId::new(),
+            request_id: r.id,
+            candidate_index: 0,
+            retry_index: 0,
+            provider_id: Some(p.id),
+            endpoint_id: Some(k.endpoint_id),
+            provider_key_id: Some(k.id),
+            status: TraceStatus::Failed,
+            skip_reason: None,
+            status_code: Some(500),
+            error_type: error.map(str::to_string),
+            error_message: None,
+            latency_ms: Some(5),
+            concurrency: None,
+            conversion: None,
+            started_at: when,
+            finished_at: Some(when),
+        };
+    let mut records = Vec::new();
+    let mut traces = Vec::new();
+    // Bucket 0: two first-attempt successes on k1, one on the OpenAI key.
+    records.push(record(&k1, &claude, UsageStatus::Completed, at(0, 5)));
+    records.push(record(&k1, &claude, UsageStatus::Completed, at(0, 59)));
+    records.push(record(&k3, &openai, UsageStatus::Completed, at(0, 30)));
+    // Bucket 1: k1 fails with a server error, then k2 serves the request: one each.
+    let retried = record(&k2, &claude, UsageStatus::Completed, at(1, 0));
+    traces.push(trace(&retried, &k1, Some("server_error"), at(1, 0)));
+    let mut ok = trace(&retried, &k2, None, at(1, 2));
+    ok.status = TraceStatus::Success;
+    ok.candidate_index = 1;
+    traces.push(ok);
+    records.push(retried);
+    // Bucket 2: a client error (the request's fault) and a skipped candidate: no data.
+    let mut refused = record(&k1, &claude, UsageStatus::Failed, at(2, 10));
+    refused.provider_key_id = None;
+    refused.error_type = Some("invalid_request".into());
+    traces.push(trace(&refused, &k1, Some("invalid_request"), at(2, 10)));
+    let mut skipped = trace(&refused, &k2, None, at(2, 10));
+    skipped.status = TraceStatus::Skipped;
+    skipped.candidate_index = 1;
+    traces.push(skipped);
+    records.push(refused);
+    // Bucket 3: only failures (one without an error type); the request failed overall.
+    let mut failed = record(&k1, &claude, UsageStatus::Failed, at(3, 0));
+    failed.error_type = Some("overloaded".into());
+    traces.push(trace(&failed, &k1, Some("overloaded"), at(3, 0)));
+    traces.push(trace(&failed, &k2, None, at(3, 30)));
+    records.push(failed);
+    // A pending request in bucket 4 and a success without a key: neither counts.
+    records.push(record(&k1, &claude, UsageStatus::Pending, at(4, 0)));
+    let mut keyless = record(&k1, &claude, UsageStatus::Completed, at(4, 0));
+    keyless.provider_key_id = None;
+    records.push(keyless);
+    // Last bucket's final millisecond, and `until` itself (excluded); before `since`.
+    records.push(record(
+        &k1,
+        &claude,
+        UsageStatus::Completed,
+        Timestamp::from_millis(at(10, 0).millis() - 1),
+    ));
+    records.push(record(&k1, &claude, UsageStatus::Completed, at(10, 0)));
+    records.push(record(
+        &k1,
+        &claude,
+        UsageStatus::Completed,
+        Timestamp::from_millis(base.millis() - 1),
+    ));
+    s.write_batch(&UsageBatch {
+        records,
+        traces,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let query = HealthQuery {
+        since: base,
+        until: at(10, 0),
+        buckets: 10,
+        api_format: None,
+        endpoint_id: None,
+        provider_key_id: None,
+    };
+    let summary = |b: &[HealthBucket]| -> Vec<(u64, u64, HealthState)> {
+        b.iter()
+            .map(|b| (b.successes, b.failures, b.state))
+            .collect()
+    };
+    use HealthState::{Failure, NoData, Partial, Success};
+    let all = s.health_timeline(&query).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[0].start, base);
+    assert_eq!(all[0].end, at(1, 0));
+    assert_eq!(all[9].end, at(10, 0));
+    assert_eq!(
+        summary(&all),
+        vec![
+            (3, 0, Success),
+            (1, 1, Partial),
+            (0, 0, NoData),
+            (0, 2, Failure),
+            (0, 0, NoData),
+            (0, 0, NoData),
+            (0, 0, NoData),
+            (0, 0, NoData),
+            (0, 0, NoData),
+            (1, 0, Success),
+        ]
+    );
+
+    // The format filter: successes by the record's endpoint format, failures by the trace's
+    // endpoint.
+    let openai_only = s
+        .health_timeline(&HealthQuery {
+            api_format: Some(ApiFormat::Openai),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary(&openai_only)[0], (1, 0, Success));
+    assert!(openai_only[1..].iter().all(|b| b.state == NoData));
+    let claude_only = s
+        .health_timeline(&HealthQuery {
+            api_format: Some(ApiFormat::Claude),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&claude_only)[..4],
+        [
+            (2, 0, Success),
+            (1, 1, Partial),
+            (0, 0, NoData),
+            (0, 2, Failure)
+        ]
+    );
+
+    // The key filter: k2 served the retried request and failed once in bucket 3.
+    let k2_only = s
+        .health_timeline(&HealthQuery {
+            provider_key_id: Some(k2.id),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&k2_only)[..4],
+        [
+            (0, 0, NoData),
+            (1, 0, Success),
+            (0, 0, NoData),
+            (0, 1, Failure)
+        ]
+    );
+    // The endpoint filter.
+    let by_endpoint = s
+        .health_timeline(&HealthQuery {
+            endpoint_id: Some(openai.id),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&by_endpoint),
+        summary(&openai_only),
+        "one endpoint per format here"
+    );
+
+    // Uneven widths: 3 buckets over 10 minutes are 200 s wide, the last one takes the rest.
+    let three = s
+        .health_timeline(&HealthQuery {
+            buckets: 3,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        three.iter().map(|b| (b.start, b.end)).collect::<Vec<_>>(),
+        vec![
+            (base, at(3, 20)),
+            (at(3, 20), at(6, 40)),
+            (at(6, 40), at(10, 0)),
+        ]
+    );
+    assert_eq!(
+        summary(&three),
+        vec![(4, 2, Partial), (0, 1, Failure), (1, 0, Success)],
+        "the failure at 3:30 falls past the first 200 s"
+    );
+
+    // Bucket counts are capped; an empty range has no buckets.
+    let capped = s
+        .health_timeline(&HealthQuery {
+            buckets: 100_000,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(capped.len(), 500);
+    assert_eq!(capped.iter().map(|b| b.successes).sum::<u64>(), 5);
+    assert_eq!(capped.iter().map(|b| b.failures).sum::<u64>(), 3);
+    let one = s
+        .health_timeline(&HealthQuery {
+            buckets: 0,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary(&one), vec![(5, 3, Partial)]);
+    assert!(
+        s.health_timeline(&HealthQuery {
+            until: base,
+            ..query.clone()
+        })
+        .await
+        .unwrap()
+        .is_empty()
     );
 }

@@ -6,6 +6,7 @@
 //! routes take an [`AdminUser`](crate::auth::AdminUser) argument, which checks the role.
 
 mod auth;
+mod health;
 mod keys;
 mod me;
 mod models;
@@ -117,6 +118,7 @@ impl Paging {
         (name = "users", description = "Accounts (admin)"),
         (name = "api-keys", description = "Standalone keys and balances (admin)"),
         (name = "providers", description = "Providers, endpoints, upstream keys, provider models (admin)"),
+        (name = "health", description = "Upstream key health: breakers, learned limits, the health timeline (admin)"),
         (name = "models", description = "Global models and pricing (admin)"),
         (name = "system", description = "Settings, configuration import/export, IP rules, audit log (admin)"),
         (name = "announcements", description = "Announcements"),
@@ -146,6 +148,7 @@ fn routes() -> OpenApiRouter<Admin> {
         .merge(providers::routes())
         .merge(models::routes())
         .merge(system::routes())
+        .merge(health::routes())
 }
 
 /// The management API router (`/api/...`) including `/api/openapi.json`.

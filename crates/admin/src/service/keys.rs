@@ -360,6 +360,11 @@ impl Admin {
             json!({ "kind": kind, "amount_usd": a.amount_usd, "balance_after_usd": entry.balance_after_usd }),
         )
         .await;
+        // A live balance account holds `−balance`: a top-up lowers it.
+        if let Some(live) = self.live() {
+            live.budget_adjust(aether_coord::BudgetAccount::Standalone(id), -a.amount_usd)
+                .await;
+        }
         self.changed().await;
         Ok(entry)
     }

@@ -2,6 +2,7 @@
 //! and — when it affects routing or admission — announced to the [`ChangeNotifier`](crate::ChangeNotifier).
 
 pub mod config_io;
+pub mod health;
 pub mod keys;
 pub mod models;
 pub mod providers;

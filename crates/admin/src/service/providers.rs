@@ -451,9 +451,8 @@ impl Admin {
 
     pub async fn reset_provider_quota(&self, actor: &Actor, id: ProviderId) -> ApiResult<Provider> {
         let p = self.get_provider(id).await?;
-        self.store()
-            .reset_provider_quota(id, Timestamp::now())
-            .await?;
+        let now = Timestamp::now();
+        self.store().reset_provider_quota(id, now).await?;
         self.audit(
             actor,
             "provider.quota_reset",
@@ -463,6 +462,11 @@ impl Admin {
         )
         .await;
         self.changed().await;
+        if let Some(live) = self.live() {
+            let start = p.period_start(now).map(Timestamp::millis);
+            live.budget_forget(aether_coord::BudgetAccount::Provider(id, start))
+                .await;
+        }
         self.get_provider(id).await
     }
 

@@ -269,7 +269,8 @@ impl Admin {
     /// Starts a new quota period for the user now.
     pub async fn reset_user_quota(&self, actor: &Actor, id: UserId) -> ApiResult<User> {
         let before = self.get_user(id).await?;
-        self.store().reset_user_quota(id, Timestamp::now()).await?;
+        let now = Timestamp::now();
+        self.store().reset_user_quota(id, now).await?;
         self.audit(
             actor,
             "user.quota_reset",
@@ -279,6 +280,12 @@ impl Admin {
         )
         .await;
         self.changed().await;
+        // The live account of this period starts again from the (now reset) stored spend.
+        if let Some(live) = self.live() {
+            let start = before.quota_period.period_start(now).map(Timestamp::millis);
+            live.budget_forget(aether_coord::BudgetAccount::User(id, start))
+                .await;
+        }
         self.get_user(id).await
     }
 

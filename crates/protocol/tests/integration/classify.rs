@@ -655,7 +655,7 @@ fn rate_limit_kind_from_headers() {
 }
 
 #[test]
-fn classify_http_refines_unknown_rate_limits_only() {
+fn classify_http_combines_rate_limit_headers_and_message() {
     let generic =
         br#"{"type":"error","error":{"type":"rate_limit_error","message":"Rate limited"}}"#;
     let headers = [
@@ -672,6 +672,15 @@ fn classify_http_refines_unknown_rate_limits_only() {
     assert_eq!(
         classify_http(A, 429, &headers, tokens),
         rate(RateLimitKind::Tokens)
+    );
+    // Headers showing capacity left on every per-minute limit: it was concurrency.
+    let capacity = [
+        ("anthropic-ratelimit-requests-remaining", "40"),
+        ("anthropic-ratelimit-tokens-remaining", "90000"),
+    ];
+    assert_eq!(
+        classify_http(A, 429, &capacity, tokens),
+        rate(RateLimitKind::Concurrency)
     );
     // The content type comes from the headers.
     assert_eq!(
