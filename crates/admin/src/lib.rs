@@ -98,6 +98,17 @@ impl Actor {
         }
     }
 
+    /// The server's own background work.
+    #[must_use]
+    pub fn system() -> Self {
+        Self {
+            user_id: None,
+            email: Some("system".to_string()),
+            role: Role::Admin,
+            ip: None,
+        }
+    }
+
     #[must_use]
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin

@@ -130,6 +130,7 @@ impl App {
 
     /// Every 30 s, re-reads settings and rebuilds the in-memory state as a safety net: another
     /// process (the CLI, another instance) may have changed the database, and IP rules expire.
+    /// Also deletes expired gateway keys that asked for it (setting `delete_expired_keys`).
     fn spawn_reconciler(&self) -> JoinHandle<()> {
         let reloader = self.reloader.clone();
         let admin = self.admin.clone();
@@ -141,6 +142,11 @@ impl App {
                 }
                 if let Err(e) = reloader.reload().await {
                     tracing::warn!(error = %e, "could not rebuild the in-memory state");
+                }
+                match admin.delete_expired_keys().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "expired gateway keys deleted"),
+                    Err(e) => tracing::warn!(error = %e, "could not delete expired keys"),
                 }
             }
         })

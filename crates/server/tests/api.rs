@@ -1215,3 +1215,75 @@ async fn imports_an_original_aether_export() {
     );
     app.stop().await;
 }
+
+/// Expired gateway keys are refused; with `delete_expired_keys` on, those that asked for it
+/// (`auto_delete_on_expiry`) are deleted by the server's periodic sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_keys_are_refused_and_deleted_when_they_ask_for_it() {
+    use aether_store::{AdminRepo as _, ApiKeyRepo as _};
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let (uid, _) = app.user_token(&admin, "exp@example.com").await;
+    let mut ids = Vec::new();
+    for auto in [true, false] {
+        let (s, k) = app
+            .post(
+                &format!("/api/admin/users/{uid}/api-keys"),
+                &admin,
+                json!({ "name": format!("auto {auto}"), "auto_delete_on_expiry": auto }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{k}");
+        let id: aether_domain::ApiKeyId = k["id"].as_str().unwrap().parse().unwrap();
+        let mut stored = app.store().get_api_key(id).await.unwrap().unwrap();
+        stored.expires_at = Some(aether_domain::Timestamp::from_millis(
+            aether_domain::Timestamp::now().millis() - 1000,
+        ));
+        app.store().update_api_key(&stored).await.unwrap();
+        ids.push((id, k["key"].as_str().unwrap().to_string()));
+    }
+    // The gateway refuses both (after the snapshot picks the change up).
+    let (s, _) = app
+        .put(
+            "/api/admin/system/configs/delete_expired_keys",
+            &admin,
+            json!({ "value": false }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = app
+        .client
+        .get(format!("{}/v1/models", app.url))
+        .bearer_auth(&ids[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("expired"), "{v}");
+
+    let store: aether_store::DynStore = std::sync::Arc::new(app.store().clone());
+    let sweep = || async {
+        let admin = aether_admin::Admin::new(
+            store.clone(),
+            aether_domain::secret::Cipher::new(&[7u8; 32], &[]).unwrap(),
+            aether_admin::AdminConfig::new(vec![1u8; 32]),
+            std::sync::Arc::new(aether_admin::NoopNotifier),
+        )
+        .await
+        .unwrap();
+        admin.delete_expired_keys().await.unwrap()
+    };
+    assert_eq!(sweep().await, 0, "the setting is off");
+    app.store()
+        .put_setting("delete_expired_keys", &json!(true), None)
+        .await
+        .unwrap();
+    assert_eq!(sweep().await, 1);
+    assert!(app.store().get_api_key(ids[0].0).await.unwrap().is_none());
+    assert!(
+        app.store().get_api_key(ids[1].0).await.unwrap().is_some(),
+        "a key that did not ask stays (refused)"
+    );
+    app.stop().await;
+}

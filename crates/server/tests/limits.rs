@@ -386,15 +386,15 @@ async fn concurrent_requests_never_overshoot_a_quota_by_more_than_one_reservatio
         .put(
             &format!("/api/admin/users/{uid}"),
             &admin,
-            json!({ "quota_usd": "0.05" }),
+            json!({ "quota_usd": "1" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    // Each request: 10 input + 1000 output tokens at $3 / $15 per 1M = $0.01503, within its
-    // reservation (max_tokens 1000). Replies are held 300 ms so all 50 overlap.
+    // $1 left. Each request: 10 input + 20,000 output tokens at $3 / $15 per 1M = $0.30003,
+    // within its reservation (max_tokens 20,000). Replies are held 300 ms so all 50 overlap.
     mock.set_default(Step::delay_headers(300).usage(Usage {
         input: 10,
-        output: 1000,
+        output: 20_000,
         ..Usage::default()
     }));
     let mut tasks = Vec::new();
@@ -407,7 +407,7 @@ async fn concurrent_requests_never_overshoot_a_quota_by_more_than_one_reservatio
                 .post(format!("{url}/v1/messages"))
                 .header("x-api-key", key)
                 .header("anthropic-version", "2023-06-01")
-                .json(&json!({ "model": MODEL, "max_tokens": 1000,
+                .json(&json!({ "model": MODEL, "max_tokens": 20_000,
                                "messages": [{"role": "user", "content": "Hello"}] }))
                 .send()
                 .await
@@ -441,16 +441,16 @@ async fn concurrent_requests_never_overshoot_a_quota_by_more_than_one_reservatio
     let used = loop {
         let (_, u) = app.get(&format!("/api/admin/users/{uid}"), &admin).await;
         let used: Usd = serde_json::from_value(u["used_usd"].clone()).unwrap();
-        let per = "0.01503".parse::<Usd>().unwrap();
+        let per = "0.30003".parse::<Usd>().unwrap();
         if used == Usd::from_nanos(per.nanos() * i64::from(ok)) {
             break used;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // The largest single reservation: this body's input estimate at the dearest input-side
-    // price ($6 / 1M, the 1 h cache write) + 1000 output tokens at $15 / 1M.
-    let quota = "0.05".parse::<Usd>().unwrap();
-    let largest_reservation = "0.0155".parse::<Usd>().unwrap();
+    // price ($6 / 1M, the 1 h cache write) + 20,000 output tokens at $15 / 1M.
+    let quota = Usd::dollars(1);
+    let largest_reservation = "0.3005".parse::<Usd>().unwrap();
     assert!(
         used <= quota + largest_reservation,
         "used {used} overshoots {quota} by more than one reservation"
@@ -461,7 +461,7 @@ async fn concurrent_requests_never_overshoot_a_quota_by_more_than_one_reservatio
     );
     // Exhausted: the next request is refused before it leaves.
     let before = mock.stats().total_requests;
-    let r = claude(&app, &key, false, 1000).await;
+    let r = claude(&app, &key, false, 20_000).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(mock.stats().total_requests, before);
     let rec = app.usage(&request_id(&r)).await;

@@ -304,6 +304,41 @@ impl Admin {
         Ok(())
     }
 
+    /// Deletes expired gateway keys that asked for it (`auto_delete_on_expiry`) when the
+    /// `delete_expired_keys` setting is on; other expired keys stay, refused by admission.
+    /// Run periodically by the server. Returns how many were deleted.
+    pub async fn delete_expired_keys(&self) -> ApiResult<usize> {
+        if !self.settings().delete_expired_keys() {
+            return Ok(0);
+        }
+        let now = Timestamp::now();
+        let keys = self
+            .store()
+            .list_api_keys(&ApiKeyFilter::default(), Page::all())
+            .await?;
+        let mut n = 0;
+        for k in keys.items {
+            if k.auto_delete_on_expiry
+                && k.expires_at.is_some_and(|t| t <= now)
+                && self.store().delete_api_key(k.id).await?
+            {
+                n += 1;
+                self.audit(
+                    &Actor::system(),
+                    "api_key.expired_delete",
+                    "api_key",
+                    k.id,
+                    json!({ "name": k.name, "expired_at": k.expires_at }),
+                )
+                .await;
+            }
+        }
+        if n > 0 {
+            self.changed().await;
+        }
+        Ok(n)
+    }
+
     /// Moves a standalone key's balance, with a ledger entry.
     pub async fn adjust_balance(
         &self,
