@@ -551,3 +551,33 @@ async fn an_exhausted_provider_leaves_routing_until_its_quota_is_reset() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_key_is_full_the_client_gets_429_with_retry_after() {
+    let mock = MockUpstream::start().await;
+    let (app, admin, route, _, key) = setup(&mock).await;
+    for id in &route.key_ids {
+        patch_key(&app, &admin, id, json!({ "max_concurrent": 1 })).await;
+    }
+    mock.set_default(Step::slow_stream(300));
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let r = claude(&app, &key, true, 64).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut body = r.bytes_stream();
+        body.next().await.unwrap().unwrap();
+        open.push(body);
+    }
+    assert_eq!(
+        (mock.request_count("sk-a"), mock.request_count("sk-b")),
+        (1, 1)
+    );
+    let r = claude(&app, &key, false, 64).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    assert_eq!(mock.stats().total_requests, 2, "nothing was sent upstream");
+    drop(open);
+    app.stop().await;
+}
