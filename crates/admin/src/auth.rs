@@ -281,6 +281,34 @@ impl Admin {
         })
     }
 
+    /// The anti-CSRF token of a console session: a keyed hash of the session id, so every
+    /// form of one session carries the same token and no other session can forge it.
+    #[must_use]
+    pub fn csrf_token(&self, session: SessionId) -> String {
+        let mut input = self.inner.config.jwt_secret.clone();
+        input.extend_from_slice(b"\0csrf\0");
+        input.extend_from_slice(session.to_string().as_bytes());
+        sha256_hex(&input)
+    }
+
+    /// Whether a submitted token is this session's (constant time).
+    #[must_use]
+    pub fn csrf_valid(&self, session: SessionId, submitted: &str) -> bool {
+        let want = self.csrf_token(session);
+        want.len() == submitted.len()
+            && want
+                .bytes()
+                .zip(submitted.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// How long a refresh token (and so a console session cookie) lives, in seconds.
+    #[must_use]
+    pub fn refresh_ttl_seconds(&self) -> i64 {
+        self.refresh_ttl_secs()
+    }
+
     fn refresh_ttl_secs(&self) -> i64 {
         i64::try_from(self.inner.config.refresh_ttl.as_secs()).unwrap_or(i64::MAX / 2000)
     }

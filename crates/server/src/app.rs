@@ -165,6 +165,7 @@ impl App {
             .merge(health)
             .merge(aether_admin::api::router(self.admin.clone()))
             .merge(aether_gateway::routes::router(self.gateway.clone()))
+            .merge(aether_console::router(self.admin.clone()))
             .fallback(not_found)
             .layer(middleware::from_fn(access_log))
             .layer(middleware::from_fn_with_state(
