@@ -1287,3 +1287,182 @@ async fn expired_keys_are_refused_and_deleted_when_they_ask_for_it() {
     );
     app.stop().await;
 }
+
+/// Usage is private to its account: a user's usage routes show only their own records (a
+/// `user_id` parameter does not widen them) and another account's request is not found;
+/// admins see and filter every record.
+#[tokio::test]
+async fn usage_routes_show_users_only_their_own_records() {
+    use aether_domain::entities::{UsageRecord, UsageStatus};
+    use aether_domain::pricing::{CostBreakdown, TokenUsage};
+    use aether_domain::{ApiFormat, RequestId, Timestamp, Usd, UserId};
+    use aether_store::{UsageBatch, UsageRepo as _};
+
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let (ann_id, ann) = app.user_token(&admin, "ann@example.com").await;
+    let (bob_id, _bob) = app.user_token(&admin, "bob@example.com").await;
+    let rec = |user: &str, status: UsageStatus, nanos: i64| UsageRecord {
+        id: RequestId::new(),
+        client_request_id: None,
+        user_id: Some(user.parse::<UserId>().unwrap()),
+        api_key_id: None,
+        provider_id: None,
+        endpoint_id: None,
+        provider_key_id: None,
+        global_model_id: None,
+        requested_model: "claude-test".into(),
+        upstream_model: None,
+        api_format: ApiFormat::Claude,
+        endpoint_api_format: None,
+        is_stream: false,
+        status,
+        status_code: Some(if status == UsageStatus::Failed {
+            502
+        } else {
+            200
+        }),
+        error_type: None,
+        error_message: None,
+        tokens: TokenUsage {
+            input: 10,
+            output: 5,
+            ..TokenUsage::default()
+        },
+        cost: CostBreakdown {
+            total: Usd::from_nanos(nanos),
+            actual_total: Usd::from_nanos(nanos / 2),
+            ..CostBreakdown::default()
+        },
+        unpriced: false,
+        latency_ms: Some(100),
+        ttfb_ms: None,
+        client_ip: None,
+        user_agent: None,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+    };
+    let ann_ok = rec(&ann_id, UsageStatus::Completed, 1000);
+    let ann_failed = rec(&ann_id, UsageStatus::Failed, 0);
+    let bob_ok = rec(&bob_id, UsageStatus::Completed, 5000);
+    app.store()
+        .write_batch(&UsageBatch {
+            records: vec![ann_ok.clone(), ann_failed.clone(), bob_ok.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Ann sees her two records only, even when asking for Bob's.
+    for path in [
+        "/api/users/me/usage".to_string(),
+        format!("/api/users/me/usage?user_id={bob_id}"),
+    ] {
+        let (s, v) = app.get(&path, &ann).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v["total"], 2, "{path}: {v}");
+        assert!(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["user_id"] == ann_id.as_str()),
+            "{path}: {v}"
+        );
+    }
+    let (s, v) = app
+        .get(&format!("/api/users/me/usage/{}", ann_ok.id), &ann)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["record"]["id"], ann_ok.id.to_string());
+    assert!(v["traces"].is_array() && v["bodies"].is_null(), "{v}");
+    let (s, v) = app
+        .get(&format!("/api/users/me/usage/{}", bob_ok.id), &ann)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another user's request: {v}");
+    let (s, _) = app.get("/api/users/me/usage/not-an-id", &ann).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = app
+        .get(
+            &format!("/api/users/me/usage/summary?user_id={bob_id}"),
+            &ann,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            &v["requests"],
+            &v["successes"],
+            &v["failures"],
+            &v["cost"],
+            &v["input_tokens"]
+        ),
+        (
+            &json!(2),
+            &json!(1),
+            &json!(1),
+            &json!("0.000001"),
+            &json!(20)
+        ),
+        "{v}"
+    );
+    // An admin's own usage is their own too.
+    let (s, v) = app.get("/api/users/me/usage", &admin).await;
+    assert_eq!((s, &v["total"]), (StatusCode::OK, &json!(0)), "{v}");
+
+    // Admins: everything, filterable.
+    let (s, v) = app.get("/api/admin/usage", &admin).await;
+    assert_eq!((s, &v["total"]), (StatusCode::OK, &json!(3)), "{v}");
+    let (s, v) = app.get("/api/admin/usage?status=failed", &admin).await;
+    assert_eq!((s, &v["total"]), (StatusCode::OK, &json!(1)), "{v}");
+    assert_eq!(v["items"][0]["id"], ann_failed.id.to_string());
+    let (s, v) = app
+        .get("/api/admin/usage?status=completed&limit=1", &admin)
+        .await;
+    assert_eq!((s, &v["total"]), (StatusCode::OK, &json!(2)), "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let (s, v) = app
+        .get(
+            &format!("/api/admin/usage?status=completed&user_id={ann_id}"),
+            &admin,
+        )
+        .await;
+    assert_eq!((s, &v["total"]), (StatusCode::OK, &json!(1)), "{v}");
+    let (s, v) = app.get("/api/admin/usage?status=bogus", &admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = app
+        .get(&format!("/api/admin/usage/{}", bob_ok.id), &admin)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["record"]["user_id"], bob_id.as_str());
+    let (s, v) = app.get("/api/admin/usage/summary", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["requests"], &v["cost"]),
+        (&json!(3), &json!("0.000006"))
+    );
+    let (s, v) = app.get("/api/admin/usage/breakdown?by=user", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["key"].as_str().unwrap(), r["requests"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![(bob_id.as_str(), 1), (ann_id.as_str(), 2)],
+        "most expensive first: {v}"
+    );
+    let (s, _) = app.get("/api/admin/usage/breakdown?by=nope", &admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = app.get("/api/admin/usage/heatmap", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+    app.stop().await;
+}

@@ -66,7 +66,8 @@ async fn the_console_works_in_a_real_browser() {
         .args(["--url", &app.url])
         .args(["--admin-email", ADMIN_EMAIL])
         .args(["--admin-password", ADMIN_PASSWORD])
-        .args(["--provider", "browser-anthropic"]); //TMP .args(["--request-id", &request_id]);
+        .args(["--provider", "browser-anthropic"])
+        .args(["--request-id", &request_id]);
     if let Ok(dir) = std::env::var("AETHER_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).unwrap();
         cmd.args(["--shots", &dir]);

@@ -34,8 +34,8 @@ pub use sessions::{RefreshLookup, SessionRepo};
 pub use sql::{Page, Paged};
 pub use sqlx::Error as SqlxError;
 pub use usage::{
-    Billing, HealthBucket, HealthQuery, HealthState, MAX_HEALTH_BUCKETS, UsageBatch, UsageFilter,
-    UsageRepo,
+    Billing, HealthBucket, HealthQuery, HealthState, HeatCell, MAX_HEALTH_BUCKETS, UsageBatch,
+    UsageFilter, UsageGroup, UsageGroupRow, UsageRepo, UsageSummary,
 };
 pub use users::{UserFilter, UserRepo};
 

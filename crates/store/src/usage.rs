@@ -21,15 +21,121 @@ use crate::db::{Arg, Backend, Exec, Row};
 use crate::error::Result;
 use crate::sql::{Filter, Page, Paged, oj, opt_json, opt_parse, opt_u32, parse, ts, u32_, usd};
 
+/// Which usage records a listing or an aggregate covers; every field narrows (`None` = any).
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
     pub user_id: Option<UserId>,
     pub api_key_id: Option<ApiKeyId>,
     pub provider_id: Option<ProviderId>,
+    /// The upstream key that served the request.
+    pub provider_key_id: Option<ProviderKeyId>,
+    /// Exact: the requested model name, or the name or id of the global model the request
+    /// resolved to (so one global model's name also finds the requests of its aliases).
     pub model: Option<String>,
+    /// The client-facing API format.
+    pub api_format: Option<ApiFormat>,
+    /// `pending`, `streaming`, `completed` or `failed`.
     pub status: Option<String>,
+    pub is_stream: Option<bool>,
+    /// `created_at >= since`.
     pub since: Option<Timestamp>,
+    /// `created_at < until`.
     pub until: Option<Timestamp>,
+}
+
+/// Totals over a [`UsageFilter`]: the dashboard's figures. Money is exact (nano-USD sums);
+/// ratios are left to [`UsageSummary::cache_hit_rate`] and friends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageSummary {
+    pub requests: u64,
+    /// Records with status `completed`.
+    pub successes: u64,
+    /// Records with status `failed` (the rest are still in flight).
+    pub failures: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_5m_tokens: u64,
+    pub cache_creation_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    /// List cost (what callers were charged).
+    pub cost: Usd,
+    /// Actual cost (what the upstreams cost).
+    pub actual_cost: Usd,
+    /// Mean over the records that have a latency, rounded down; `None` when none has.
+    pub avg_latency_ms: Option<i64>,
+    /// Mean over the records that have a time to first byte, rounded down.
+    pub avg_ttfb_ms: Option<i64>,
+}
+
+impl UsageSummary {
+    /// Cache writes of both lifetimes.
+    #[must_use]
+    pub fn cache_creation_tokens(&self) -> u64 {
+        self.cache_creation_5m_tokens
+            .saturating_add(self.cache_creation_1h_tokens)
+    }
+
+    /// Every prompt-side token: `input + cache reads + cache writes` (`input` excludes cached
+    /// tokens in every dialect) — the denominator of the cache hit rate.
+    #[must_use]
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_creation_tokens())
+    }
+
+    /// `cache_read / (input + cache_read + cache writes)`, `0.0` without any prompt tokens.
+    /// For display only.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn cache_hit_rate(&self) -> f64 {
+        match self.prompt_tokens() {
+            0 => 0.0,
+            d => self.cache_read_tokens as f64 / d as f64,
+        }
+    }
+}
+
+/// What [`UsageRepo::usage_breakdown`] groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageGroup {
+    /// The global model's name when the request resolved to one, else the requested model.
+    Model,
+    /// The provider's id (`""` for requests no provider served); the label is its name.
+    Provider,
+    /// The client-facing API format.
+    Format,
+    /// The user's id (`""` for standalone keys); the label is the username.
+    User,
+    /// The UTC day of `created_at`, as `YYYY-MM-DD`.
+    Day,
+}
+
+/// One group of a usage breakdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageGroupRow {
+    pub key: String,
+    /// A display name where the key is an id (provider name, username, global model display
+    /// name), when known.
+    pub label: Option<String>,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    /// Cache writes of both lifetimes.
+    pub cache_creation_tokens: u64,
+    pub cost: Usd,
+    pub actual_cost: Usd,
+}
+
+/// Requests in one hour of the week (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeatCell {
+    /// 0 = Sunday … 6 = Saturday.
+    pub weekday: u8,
+    /// 0–23.
+    pub hour: u8,
+    pub requests: u64,
 }
 
 /// What a finished request costs, applied exactly once (guarded by the record's `billed` flag).
@@ -118,6 +224,14 @@ pub trait UsageRepo: Send + Sync {
     /// exactly the (clamped) number of buckets, empty ones [`HealthState::NoData`]; none when
     /// `until` is not after `since`.
     async fn health_timeline(&self, q: &HealthQuery) -> Result<Vec<HealthBucket>>;
+    /// Totals over the filtered records, aggregated in the database.
+    async fn usage_summary(&self, f: &UsageFilter) -> Result<UsageSummary>;
+    /// The filtered records grouped: by cost, most expensive first (ties: more requests, then
+    /// key); [`UsageGroup::Day`] by day, oldest first. Days are UTC (`created_at / 86400000`).
+    async fn usage_breakdown(&self, f: &UsageFilter, by: UsageGroup) -> Result<Vec<UsageGroupRow>>;
+    /// Requests per UTC weekday and hour, only the non-empty cells, ordered by weekday then
+    /// hour.
+    async fn usage_heatmap(&self, f: &UsageFilter) -> Result<Vec<HeatCell>>;
 }
 
 /// The one-step trace of a request served by its first attempt.
@@ -652,26 +766,8 @@ impl UsageRepo for SqlStore {
 
     async fn list_usage(&self, uf: &UsageFilter, page: Page) -> Result<Paged<UsageRecord>> {
         let mut f = Filter::new();
-        if let Some(u) = uf.user_id {
-            f.cond("user_id = {}", u.to_string());
-        }
-        if let Some(k) = uf.api_key_id {
-            f.cond("api_key_id = {}", k.to_string());
-        }
-        if let Some(p) = uf.provider_id {
-            f.cond("provider_id = {}", p.to_string());
-        }
-        if let Some(m) = uf.model.as_deref().filter(|m| !m.is_empty()) {
-            f.cond("requested_model = {}", m);
-        }
-        if let Some(s) = uf.status.as_deref().filter(|s| !s.is_empty()) {
-            f.cond("status = {}", s);
-        }
-        if let Some(t) = uf.since {
-            f.cond("created_at >= {}", t.millis());
-        }
-        if let Some(t) = uf.until {
-            f.cond("created_at < {}", t.millis());
+        for (template, arg) in usage_conditions(uf) {
+            f.cond(template, arg);
         }
         let (rows, total) = f
             .page(
@@ -817,6 +913,215 @@ impl UsageRepo for SqlStore {
             })
             .collect())
     }
+
+    async fn usage_summary(&self, uf: &UsageFilter) -> Result<UsageSummary> {
+        let (w, args) = usage_where(uf);
+        let sql = format!(
+            "SELECT {SUMS}, \
+             CAST(COALESCE(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS successes, \
+             CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failures, \
+             CAST(COALESCE(SUM(cache_creation_5m_tokens), 0) AS BIGINT) AS cache_5m, \
+             CAST(COALESCE(SUM(cache_creation_1h_tokens), 0) AS BIGINT) AS cache_1h, \
+             CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT) AS latency_sum, \
+             CAST(COUNT(latency_ms) AS BIGINT) AS latency_n, \
+             CAST(COALESCE(SUM(ttfb_ms), 0) AS BIGINT) AS ttfb_sum, \
+             CAST(COUNT(ttfb_ms) AS BIGINT) AS ttfb_n \
+             FROM usage_records u{w}"
+        );
+        let Some(r) = self
+            .db
+            .clone()
+            .fetch_optional(Cow::Owned(sql), args)
+            .await?
+        else {
+            return Ok(UsageSummary::default());
+        };
+        let mean = |sum: &str, n: &str| -> Result<Option<i64>> {
+            let n = r.i64(n)?;
+            (n > 0)
+                .then(|| r.i64(sum).map(|s| s.div_euclid(n)))
+                .transpose()
+        };
+        Ok(UsageSummary {
+            requests: tokens(&r, "requests")?,
+            successes: tokens(&r, "successes")?,
+            failures: tokens(&r, "failures")?,
+            input_tokens: tokens(&r, "input_sum")?,
+            output_tokens: tokens(&r, "output_sum")?,
+            cache_creation_5m_tokens: tokens(&r, "cache_5m")?,
+            cache_creation_1h_tokens: tokens(&r, "cache_1h")?,
+            cache_read_tokens: tokens(&r, "cache_read_sum")?,
+            cost: usd(&r, "cost_sum")?,
+            actual_cost: usd(&r, "actual_sum")?,
+            avg_latency_ms: mean("latency_sum", "latency_n")?,
+            avg_ttfb_ms: mean("ttfb_sum", "ttfb_n")?,
+        })
+    }
+
+    async fn usage_breakdown(
+        &self,
+        uf: &UsageFilter,
+        by: UsageGroup,
+    ) -> Result<Vec<UsageGroupRow>> {
+        // The filter applies to the records alone (a derived table), so its unqualified
+        // columns never meet the joined table's.
+        let (key, label, join, order) = match by {
+            UsageGroup::Model => (
+                "COALESCE(g.name, u.requested_model)",
+                "MAX(g.display_name)",
+                " LEFT JOIN global_models g ON g.id = u.global_model_id",
+                BY_COST,
+            ),
+            UsageGroup::Provider => (
+                "COALESCE(u.provider_id, '')",
+                "MAX(p.name)",
+                " LEFT JOIN providers p ON p.id = u.provider_id",
+                BY_COST,
+            ),
+            UsageGroup::Format => ("u.api_format", "CAST(NULL AS TEXT)", "", BY_COST),
+            UsageGroup::User => (
+                "COALESCE(u.user_id, '')",
+                "MAX(us.username)",
+                " LEFT JOIN users us ON us.id = u.user_id",
+                BY_COST,
+            ),
+            UsageGroup::Day => (
+                "u.created_at / 86400000",
+                "CAST(NULL AS TEXT)",
+                "",
+                "group_key",
+            ),
+        };
+        let (w, args) = usage_where(uf);
+        let sql = format!(
+            "SELECT {key} AS group_key, {label} AS group_label, {SUMS}, \
+             CAST(COALESCE(SUM(u.cache_creation_5m_tokens + u.cache_creation_1h_tokens), 0) AS BIGINT) \
+             AS cache_creation_sum \
+             FROM (SELECT * FROM usage_records{w}) u{join} \
+             GROUP BY group_key ORDER BY {order}"
+        );
+        let rows = self.db.clone().fetch_all(Cow::Owned(sql), args).await?;
+        rows.iter()
+            .map(|r| {
+                let key = match by {
+                    UsageGroup::Day => day_key(r.i64("group_key")?),
+                    _ => r.text("group_key")?,
+                };
+                Ok(UsageGroupRow {
+                    key,
+                    label: r.opt_text("group_label")?,
+                    requests: tokens(r, "requests")?,
+                    input_tokens: tokens(r, "input_sum")?,
+                    output_tokens: tokens(r, "output_sum")?,
+                    cache_read_tokens: tokens(r, "cache_read_sum")?,
+                    cache_creation_tokens: tokens(r, "cache_creation_sum")?,
+                    cost: usd(r, "cost_sum")?,
+                    actual_cost: usd(r, "actual_sum")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn usage_heatmap(&self, uf: &UsageFilter) -> Result<Vec<HeatCell>> {
+        let (w, args) = usage_where(uf);
+        // 1970-01-01 was a Thursday: day 0 is weekday 4 (0 = Sunday).
+        let sql = format!(
+            "SELECT ((created_at / 86400000) + 4) % 7 AS weekday, \
+             (created_at / 3600000) % 24 AS hour_of_day, CAST(COUNT(*) AS BIGINT) AS n \
+             FROM usage_records{w} GROUP BY weekday, hour_of_day ORDER BY weekday, hour_of_day"
+        );
+        let rows = self.db.clone().fetch_all(Cow::Owned(sql), args).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HeatCell {
+                    weekday: u8::try_from(r.i64("weekday")?.rem_euclid(7)).unwrap_or(0),
+                    hour: u8::try_from(r.i64("hour_of_day")?.rem_euclid(24)).unwrap_or(0),
+                    requests: count(r)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The conditions of a usage filter, as `Filter` templates (`{}` = the value's placeholder).
+fn usage_conditions(uf: &UsageFilter) -> Vec<(&'static str, Arg)> {
+    let mut c: Vec<(&'static str, Arg)> = Vec::new();
+    if let Some(u) = uf.user_id {
+        c.push(("user_id = {}", u.to_string().into()));
+    }
+    if let Some(k) = uf.api_key_id {
+        c.push(("api_key_id = {}", k.to_string().into()));
+    }
+    if let Some(p) = uf.provider_id {
+        c.push(("provider_id = {}", p.to_string().into()));
+    }
+    if let Some(k) = uf.provider_key_id {
+        c.push(("provider_key_id = {}", k.to_string().into()));
+    }
+    if let Some(m) = uf.model.as_deref().filter(|m| !m.is_empty()) {
+        c.push((
+            "(requested_model = {} OR global_model_id IN \
+             (SELECT id FROM global_models WHERE name = {} OR id = {}))",
+            m.into(),
+        ));
+    }
+    if let Some(f) = uf.api_format {
+        c.push(("api_format = {}", f.as_str().into()));
+    }
+    if let Some(s) = uf.status.as_deref().filter(|s| !s.is_empty()) {
+        c.push(("status = {}", s.into()));
+    }
+    if let Some(b) = uf.is_stream {
+        c.push(("is_stream = {}", b.into()));
+    }
+    if let Some(t) = uf.since {
+        c.push(("created_at >= {}", t.millis().into()));
+    }
+    if let Some(t) = uf.until {
+        c.push(("created_at < {}", t.millis().into()));
+    }
+    c
+}
+
+/// ` WHERE …` (or nothing) and its arguments, numbered from `$1`.
+fn usage_where(uf: &UsageFilter) -> (String, Vec<Arg>) {
+    let mut args = Vec::new();
+    let mut clauses = Vec::new();
+    for (template, arg) in usage_conditions(uf) {
+        args.push(arg);
+        clauses.push(template.replace("{}", &format!("${}", args.len())));
+    }
+    if clauses.is_empty() {
+        (String::new(), args)
+    } else {
+        (format!(" WHERE {}", clauses.join(" AND ")), args)
+    }
+}
+
+/// The sums every usage aggregate has, over the records aliased `u`.
+const SUMS: &str = "CAST(COUNT(*) AS BIGINT) AS requests, \
+    CAST(COALESCE(SUM(u.input_tokens), 0) AS BIGINT) AS input_sum, \
+    CAST(COALESCE(SUM(u.output_tokens), 0) AS BIGINT) AS output_sum, \
+    CAST(COALESCE(SUM(u.cache_read_tokens), 0) AS BIGINT) AS cache_read_sum, \
+    CAST(COALESCE(SUM(u.total_cost), 0) AS BIGINT) AS cost_sum, \
+    CAST(COALESCE(SUM(u.actual_total_cost), 0) AS BIGINT) AS actual_sum";
+
+/// Most expensive first; ties by more requests, then by key.
+const BY_COST: &str = "cost_sum DESC, requests DESC, group_key";
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `YYYY-MM-DD` of a UTC day number (days since 1970-01-01).
+fn day_key(day: i64) -> String {
+    let date = Timestamp::from_millis(day.saturating_mul(DAY_MS))
+        .to_datetime()
+        .date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 /// The buckets of a timeline: `n` buckets of `width` ms from `since`, the last one extended

@@ -50,6 +50,10 @@ contract!(
     billing_applies_exactly_once,
     quota_periods_reset_in_the_database,
     health_timeline_counts_attempts_per_bucket,
+    usage_filters_narrow_listings,
+    usage_summary_totals_in_the_database,
+    usage_breakdown_groups_and_orders,
+    usage_heatmap_counts_weekday_and_hour,
 );
 
 fn now() -> Timestamp {
@@ -1768,5 +1772,474 @@ async fn health_timeline_counts_attempts_per_bucket(s: &SqlStore) {
         .await
         .unwrap()
         .is_empty()
+    );
+}
+
+/// Four known records for the usage aggregates: two of user A (one through a global model's
+/// alias, one unmodelled), a failure of user B, a pending request of a standalone key.
+struct UsageFixture {
+    a: User,
+    b: User,
+    p: Provider,
+    g: GlobalModel,
+    k1: ProviderKeyId,
+    /// 2026-05-01T12:00:00Z, a Friday.
+    base: Timestamp,
+    /// r1 (A, alias of `g`), r2 (A, gpt-y), r3 (B, failed), r4 (standalone, pending).
+    ids: [RequestId; 4],
+}
+
+#[allow(clippy::too_many_lines)]
+async fn usage_fixture(s: &SqlStore) -> UsageFixture {
+    let a = user("ann@example.com");
+    s.insert_user(&a).await.unwrap();
+    let b = user("bob@example.com");
+    s.insert_user(&b).await.unwrap();
+    let p = provider("acme");
+    s.insert_provider(&p).await.unwrap();
+    let mut g = global("claude-x");
+    g.display_name = "Claude X".into();
+    s.insert_global_model(&g).await.unwrap();
+    let k1 = ProviderKeyId::new();
+    let base = Timestamp::parse_rfc3339("2026-05-01T12:00:00Z").unwrap();
+    let rec = |user: Option<UserId>, model: &str, when: Timestamp| UsageRecord {
+        id: RequestId::new(),
+        client_request_id: None,
+        user_id: user,
+        api_key_id: None,
+        provider_id: None,
+        endpoint_id: None,
+        provider_key_id: None,
+        global_model_id: None,
+        requested_model: model.into(),
+        upstream_model: None,
+        api_format: ApiFormat::Claude,
+        endpoint_api_format: None,
+        is_stream: false,
+        status: UsageStatus::Completed,
+        status_code: Some(200),
+        error_type: None,
+        error_message: None,
+        tokens: TokenUsage::default(),
+        cost: CostBreakdown::default(),
+        unpriced: false,
+        latency_ms: None,
+        ttfb_ms: None,
+        client_ip: None,
+        user_agent: None,
+        created_at: when,
+        updated_at: when,
+    };
+    let mut r1 = rec(Some(a.id), "claude-x-alias", base.plus_secs(5 * 60));
+    r1.provider_id = Some(p.id);
+    r1.provider_key_id = Some(k1);
+    r1.global_model_id = Some(g.id);
+    r1.is_stream = true;
+    r1.tokens = TokenUsage {
+        input: 100,
+        output: 50,
+        cache_creation_5m: 10,
+        cache_creation_1h: 20,
+        cache_read: 300,
+        reasoning: 7,
+    };
+    r1.cost.total = Usd::from_nanos(1000);
+    r1.cost.actual_total = Usd::from_nanos(600);
+    r1.latency_ms = Some(1000);
+    r1.ttfb_ms = Some(100);
+    // The next day, 13:00.
+    let mut r2 = rec(Some(a.id), "gpt-y", base.plus_secs(25 * 3600));
+    r2.provider_id = Some(p.id);
+    r2.api_format = ApiFormat::Openai;
+    r2.tokens = TokenUsage {
+        input: 200,
+        output: 100,
+        ..TokenUsage::default()
+    };
+    r2.cost.total = Usd::from_nanos(3000);
+    r2.cost.actual_total = Usd::from_nanos(2000);
+    r2.latency_ms = Some(2000);
+    let mut r3 = rec(Some(b.id), "claude-x", base.plus_secs(30 * 60));
+    r3.status = UsageStatus::Failed;
+    r3.status_code = Some(400);
+    r3.latency_ms = Some(501);
+    // The day before, pending.
+    let mut r4 = rec(None, "claude-x", base.plus_secs(-24 * 3600));
+    r4.api_key_id = Some(ApiKeyId::new());
+    r4.provider_id = Some(p.id);
+    r4.global_model_id = Some(g.id);
+    r4.is_stream = true;
+    r4.status = UsageStatus::Pending;
+    r4.status_code = None;
+    let ids = [r1.id, r2.id, r3.id, r4.id];
+    s.write_batch(&UsageBatch {
+        records: vec![r1, r2, r3, r4],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    UsageFixture {
+        a,
+        b,
+        p,
+        g,
+        k1,
+        base,
+        ids,
+    }
+}
+
+async fn usage_filters_narrow_listings(s: &SqlStore) {
+    let fx = usage_fixture(s).await;
+    let [r1, r2, r3, r4] = fx.ids;
+    let ids = |f: UsageFilter| async move {
+        let mut got: Vec<RequestId> = s
+            .list_usage(&f, Page::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        got.sort_by_key(ToString::to_string);
+        got
+    };
+    let sorted = |mut v: Vec<RequestId>| {
+        v.sort_by_key(ToString::to_string);
+        v
+    };
+    assert_eq!(ids(UsageFilter::default()).await.len(), 4);
+    let by_user = UsageFilter {
+        user_id: Some(fx.a.id),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_user).await, sorted(vec![r1, r2]));
+    // `model`: the requested name, or the global model's name or id.
+    let model = |m: &str| UsageFilter {
+        model: Some(m.to_string()),
+        ..Default::default()
+    };
+    assert_eq!(ids(model("claude-x")).await, sorted(vec![r1, r3, r4]));
+    assert_eq!(ids(model("claude-x-alias")).await, vec![r1]);
+    assert_eq!(ids(model(&fx.g.id.to_string())).await, sorted(vec![r1, r4]));
+    assert_eq!(ids(model("gpt-y")).await, vec![r2]);
+    assert!(ids(model("nope")).await.is_empty());
+    assert_eq!(
+        ids(UsageFilter {
+            api_format: Some(ApiFormat::Openai),
+            ..Default::default()
+        })
+        .await,
+        vec![r2]
+    );
+    assert_eq!(
+        ids(UsageFilter {
+            is_stream: Some(true),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![r1, r4])
+    );
+    assert_eq!(
+        ids(UsageFilter {
+            is_stream: Some(false),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![r2, r3])
+    );
+    assert_eq!(
+        ids(UsageFilter {
+            provider_key_id: Some(fx.k1),
+            ..Default::default()
+        })
+        .await,
+        vec![r1]
+    );
+    assert_eq!(
+        ids(UsageFilter {
+            provider_id: Some(fx.p.id),
+            status: Some("completed".into()),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![r1, r2])
+    );
+    // `[since, until)` on `created_at`.
+    assert_eq!(
+        ids(UsageFilter {
+            since: Some(fx.base),
+            until: Some(fx.base.plus_secs(86_400)),
+            ..Default::default()
+        })
+        .await,
+        sorted(vec![r1, r3])
+    );
+    assert_eq!(
+        ids(UsageFilter {
+            until: Some(fx.base.plus_secs(5 * 60)),
+            ..Default::default()
+        })
+        .await,
+        vec![r4],
+        "until is exclusive"
+    );
+}
+
+async fn usage_summary_totals_in_the_database(s: &SqlStore) {
+    let fx = usage_fixture(s).await;
+    let all = s.usage_summary(&UsageFilter::default()).await.unwrap();
+    assert_eq!(
+        all,
+        UsageSummary {
+            requests: 4,
+            successes: 2,
+            failures: 1,
+            input_tokens: 300,
+            output_tokens: 150,
+            cache_creation_5m_tokens: 10,
+            cache_creation_1h_tokens: 20,
+            cache_read_tokens: 300,
+            cost: Usd::from_nanos(4000),
+            actual_cost: Usd::from_nanos(2600),
+            // (1000 + 2000 + 501) / 3, rounded down; the pending record has none.
+            avg_latency_ms: Some(1167),
+            avg_ttfb_ms: Some(100),
+        }
+    );
+    assert_eq!(all.cache_creation_tokens(), 30);
+    assert_eq!(all.prompt_tokens(), 630);
+    assert!((all.cache_hit_rate() - 300.0 / 630.0).abs() < 1e-12);
+
+    let b = s
+        .usage_summary(&UsageFilter {
+            user_id: Some(fx.b.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            b.requests,
+            b.successes,
+            b.failures,
+            b.cost,
+            b.avg_latency_ms,
+            b.avg_ttfb_ms
+        ),
+        (1, 0, 1, Usd::ZERO, Some(501), None)
+    );
+    assert_eq!(b.cache_hit_rate(), 0.0);
+
+    let a_claude = s
+        .usage_summary(&UsageFilter {
+            user_id: Some(fx.a.id),
+            model: Some("claude-x".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (a_claude.requests, a_claude.cost, a_claude.actual_cost),
+        (1, Usd::from_nanos(1000), Usd::from_nanos(600))
+    );
+
+    let none = s
+        .usage_summary(&UsageFilter {
+            user_id: Some(UserId::new()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, UsageSummary::default());
+}
+
+async fn usage_breakdown_groups_and_orders(s: &SqlStore) {
+    let fx = usage_fixture(s).await;
+    let all = UsageFilter::default();
+    type Brief = (String, Option<String>, u64, i64);
+    let brief = |rows: &[UsageGroupRow]| -> Vec<Brief> {
+        rows.iter()
+            .map(|r| (r.key.clone(), r.label.clone(), r.requests, r.cost.nanos()))
+            .collect()
+    };
+
+    // Model: the global model's name gathers its alias and the direct requests.
+    let by_model = s.usage_breakdown(&all, UsageGroup::Model).await.unwrap();
+    assert_eq!(
+        brief(&by_model),
+        vec![
+            ("gpt-y".to_string(), None, 1, 3000),
+            (
+                "claude-x".to_string(),
+                Some("Claude X".to_string()),
+                3,
+                1000
+            ),
+        ]
+    );
+    assert_eq!(
+        by_model[1],
+        UsageGroupRow {
+            key: "claude-x".into(),
+            label: Some("Claude X".into()),
+            requests: 3,
+            input_tokens: 100,
+            output_tokens: 50,
+            cache_read_tokens: 300,
+            cache_creation_tokens: 30,
+            cost: Usd::from_nanos(1000),
+            actual_cost: Usd::from_nanos(600),
+        }
+    );
+
+    let by_provider = s.usage_breakdown(&all, UsageGroup::Provider).await.unwrap();
+    assert_eq!(
+        brief(&by_provider),
+        vec![
+            (fx.p.id.to_string(), Some("acme".to_string()), 3, 4000),
+            (String::new(), None, 1, 0),
+        ]
+    );
+    assert_eq!(by_provider[0].actual_cost, Usd::from_nanos(2600));
+
+    let by_format = s.usage_breakdown(&all, UsageGroup::Format).await.unwrap();
+    assert_eq!(
+        brief(&by_format),
+        vec![
+            (ApiFormat::Openai.as_str().to_string(), None, 1, 3000),
+            (ApiFormat::Claude.as_str().to_string(), None, 3, 1000),
+        ]
+    );
+
+    // Ties on cost and requests fall back to the key: "" (the standalone key) first.
+    let by_user = s.usage_breakdown(&all, UsageGroup::User).await.unwrap();
+    let (lo, hi) = (String::new(), fx.b.id.to_string());
+    assert_eq!(
+        brief(&by_user),
+        vec![
+            (fx.a.id.to_string(), Some(fx.a.username.clone()), 2, 4000),
+            (lo, None, 1, 0),
+            (hi, Some(fx.b.username.clone()), 1, 0),
+        ]
+    );
+
+    // Days: UTC, oldest first.
+    let by_day = s.usage_breakdown(&all, UsageGroup::Day).await.unwrap();
+    assert_eq!(
+        brief(&by_day),
+        vec![
+            ("2026-04-30".to_string(), None, 1, 0),
+            ("2026-05-01".to_string(), None, 2, 1000),
+            ("2026-05-02".to_string(), None, 1, 3000),
+        ]
+    );
+    assert_eq!(by_day[1].input_tokens, 100);
+
+    // Filters apply before grouping.
+    let a_by_model = s
+        .usage_breakdown(
+            &UsageFilter {
+                user_id: Some(fx.a.id),
+                ..Default::default()
+            },
+            UsageGroup::Model,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        brief(&a_by_model),
+        vec![
+            ("gpt-y".to_string(), None, 1, 3000),
+            (
+                "claude-x".to_string(),
+                Some("Claude X".to_string()),
+                1,
+                1000
+            ),
+        ]
+    );
+    let filtered_by_model = s
+        .usage_breakdown(
+            &UsageFilter {
+                model: Some("claude-x".into()),
+                ..Default::default()
+            },
+            UsageGroup::Day,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        brief(&filtered_by_model),
+        vec![
+            ("2026-04-30".to_string(), None, 1, 0),
+            ("2026-05-01".to_string(), None, 2, 1000),
+        ]
+    );
+    assert!(
+        s.usage_breakdown(
+            &UsageFilter {
+                user_id: Some(UserId::new()),
+                ..Default::default()
+            },
+            UsageGroup::Provider,
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+}
+
+async fn usage_heatmap_counts_weekday_and_hour(s: &SqlStore) {
+    let fx = usage_fixture(s).await;
+    let cell = |weekday: u8, hour: u8, requests: u64| HeatCell {
+        weekday,
+        hour,
+        requests,
+    };
+    // Thursday 12:00 (r4), Friday 12:05 and 12:30 (r1, r3), Saturday 13:00 (r2).
+    assert_eq!(
+        s.usage_heatmap(&UsageFilter::default()).await.unwrap(),
+        vec![cell(4, 12, 1), cell(5, 12, 2), cell(6, 13, 1)]
+    );
+    assert_eq!(
+        s.usage_heatmap(&UsageFilter {
+            user_id: Some(fx.a.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        vec![cell(5, 12, 1), cell(6, 13, 1)]
+    );
+    // 1970-01-04 was a Sunday (weekday 0); 23:59 is hour 23.
+    let c = user("carl@example.com");
+    s.insert_user(&c).await.unwrap();
+    let sunday = Timestamp::parse_rfc3339("1970-01-04T23:59:00Z").unwrap();
+    let rec = UsageRecord {
+        id: RequestId::new(),
+        user_id: Some(c.id),
+        created_at: sunday,
+        updated_at: sunday,
+        ..s.get_usage(fx.ids[0]).await.unwrap().unwrap()
+    };
+    let monday = UsageRecord {
+        id: RequestId::new(),
+        created_at: Timestamp::parse_rfc3339("2026-05-04T00:00:00Z").unwrap(),
+        ..rec.clone()
+    };
+    s.write_batch(&UsageBatch {
+        records: vec![rec, monday],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.usage_heatmap(&UsageFilter {
+            user_id: Some(c.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        vec![cell(0, 23, 1), cell(1, 0, 1)]
     );
 }

@@ -28,6 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<Admin> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeyQuery {
     pub search: Option<String>,
     pub is_active: Option<bool>,

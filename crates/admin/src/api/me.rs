@@ -174,6 +174,7 @@ async fn put_capabilities(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AnnouncementQuery {
     /// Admins only: include inactive and scheduled announcements.
     #[serde(default)]

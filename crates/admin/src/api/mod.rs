@@ -12,6 +12,7 @@ mod me;
 mod models;
 mod providers;
 mod system;
+mod usage;
 mod users;
 
 use axum::Router;
@@ -87,6 +88,7 @@ pub struct Message {
 
 /// Paging query parameters (`?limit=&offset=`; `skip` is accepted for the original's clients).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
     /// 1–1000, default 100.
     pub limit: Option<u32>,
@@ -121,6 +123,7 @@ impl Paging {
         (name = "health", description = "Upstream key health: breakers, learned limits, the health timeline (admin)"),
         (name = "models", description = "Global models and pricing (admin)"),
         (name = "system", description = "Settings, configuration import/export, IP rules, audit log (admin)"),
+        (name = "usage", description = "Usage records, totals, breakdowns and the activity heatmap (admin: all; /api/users/me: your own)"),
         (name = "announcements", description = "Announcements"),
     )
 )]
@@ -149,6 +152,7 @@ fn routes() -> OpenApiRouter<Admin> {
         .merge(models::routes())
         .merge(system::routes())
         .merge(health::routes())
+        .merge(usage::routes())
 }
 
 /// The management API router (`/api/...`) including `/api/openapi.json`.

@@ -85,6 +85,7 @@ async fn reset_setting(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Put upstream keys in clear into the file (audited). Default: masked only.
     #[serde(default)]
@@ -196,6 +197,7 @@ async fn delete_ip_rule(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Action prefix, e.g. `user.` or `auth.login_failed`.
     pub action: Option<String>,

@@ -26,6 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<Admin> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserQuery {
     /// Substring of email or username.
     pub search: Option<String>,

@@ -30,6 +30,7 @@ pub struct KeyHealth {
 
 /// Which attempts a health timeline counts.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TimelineQuery {
     /// Look-back in hours: 1, 6, 12, 24 or 48 (default 24).
     pub hours: Option<u32>,

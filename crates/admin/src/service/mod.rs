@@ -7,6 +7,7 @@ pub mod keys;
 pub mod models;
 pub mod providers;
 pub mod system;
+pub mod usage;
 pub mod users;
 pub mod validate;
 

@@ -1,12 +1,325 @@
-//! (pages of this area are added here)
+//! Usage: records with filters, totals, breakdowns and the weekly activity heatmap; a request's
+//! detail with its cost breakdown by component at the applied tier, the attempt-trace
+//! timeline, and the logged headers and bodies. Admins see every caller (`/admin/usage`);
+//! users their own (`/usage`). Charts are SVG drawn here.
 
+use std::fmt::Write as _;
+
+use aether_admin::service::usage::{UsageGroupBy, UsageHeatCell, UsageQuery};
+use aether_domain::entities::{AttemptTrace, TraceStatus};
+use aether_domain::{ApiFormat, RequestId, Timestamp};
 use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use minijinja::context;
+use serde::Deserialize;
 
+use super::core::{PAGE_SIZE, message, pages};
 use crate::Console;
+use crate::session::{AdminViewer, Viewer};
 
-/// Templates rendered by this module: (name, source).
-pub const TEMPLATES: &[(&str, &str)] = &[];
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "usage/list.html",
+        include_str!("../../templates/usage/list.html"),
+    ),
+    (
+        "usage/detail.html",
+        include_str!("../../templates/usage/detail.html"),
+    ),
+];
 
 pub fn routes() -> Router<Console> {
     Router::new()
+        .route("/admin/usage", get(admin_list))
+        .route("/admin/usage/{id}", get(admin_detail))
+        .route("/usage", get(user_list))
+        .route("/usage/{id}", get(user_detail))
+}
+
+/// The filter form's fields (all optional; empty means any).
+#[derive(Debug, Default, Deserialize)]
+struct Filters {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    api_format: String,
+    #[serde(default)]
+    days: Option<u32>,
+    #[serde(default)]
+    page: Option<u32>,
+}
+
+impl Filters {
+    fn query(&self) -> UsageQuery {
+        let days = i64::from(self.days.unwrap_or(7).clamp(1, 366));
+        UsageQuery {
+            model: Some(self.model.trim().to_string()).filter(|m| !m.is_empty()),
+            status: self.status.parse().ok(),
+            api_format: self.api_format.parse::<ApiFormat>().ok(),
+            since: Some(Timestamp::from_millis(
+                Timestamp::now().millis() - days * 86_400_000,
+            )),
+            ..UsageQuery::default()
+        }
+    }
+
+    fn qs(&self) -> String {
+        format!(
+            "model={}&status={}&api_format={}&days={}",
+            urlencode(&self.model),
+            urlencode(&self.status),
+            urlencode(&self.api_format),
+            self.days.unwrap_or(7)
+        )
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The weekly activity heatmap: 7 rows (Sunday first) × 24 hours, darker = more requests.
+fn heatmap_svg(cells: &[UsageHeatCell]) -> String {
+    let max = cells.iter().map(|c| c.requests).max().unwrap_or(0).max(1);
+    let (cw, ch, left, top) = (22, 18, 34, 16);
+    let mut s = format!(
+        r#"<svg class="heatmap" viewBox="0 0 {} {}" role="img" aria-label="Requests by weekday and hour (UTC)">"#,
+        left + 24 * cw,
+        top + 7 * ch
+    );
+    for h in (0..24).step_by(3) {
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="11" class="axis">{h:02}</text>"#,
+            left + h * cw + 2
+        );
+    }
+    for (d, name) in ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        .iter()
+        .enumerate()
+    {
+        let _ = write!(
+            s,
+            r#"<text x="0" y="{}" class="axis">{name}</text>"#,
+            top + d * ch + 13
+        );
+        for h in 0..24 {
+            let n = cells
+                .iter()
+                .find(|c| usize::from(c.weekday) == d && usize::from(c.hour) == h)
+                .map_or(0, |c| c.requests);
+            #[allow(clippy::cast_precision_loss)]
+            let level = if n == 0 {
+                0.0
+            } else {
+                0.15 + 0.85 * (n as f64 / max as f64)
+            };
+            let _ = write!(
+                s,
+                r#"<rect x="{}" y="{}" width="{}" height="{}" rx="2" class="cell" fill-opacity="{level:.2}"><title>{name} {h:02}:00 — {n} requests</title></rect>"#,
+                left + h * cw,
+                top + d * ch,
+                cw - 2,
+                ch - 2
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// The attempt-trace timeline: one bar per attempt on a shared time axis.
+fn trace_svg(traces: &[AttemptTrace]) -> String {
+    let Some(t0) = traces.iter().map(|t| t.started_at.millis()).min() else {
+        return String::new();
+    };
+    let end = traces
+        .iter()
+        .map(|t| {
+            t.finished_at
+                .map_or(t.started_at.millis(), Timestamp::millis)
+        })
+        .max()
+        .unwrap_or(t0);
+    let span = (end - t0).max(1);
+    let (w, row, left) = (640_i64, 26_i64, 150_i64);
+    let mut s = format!(
+        r#"<svg class="trace" viewBox="0 0 {} {}" role="img" aria-label="Attempt trace timeline">"#,
+        left + w + 10,
+        row * i64::try_from(traces.len()).unwrap_or(0) + 20
+    );
+    for (i, t) in traces.iter().enumerate() {
+        let y = row * i64::try_from(i).unwrap_or(0) + 4;
+        let start = t.started_at.millis() - t0;
+        let len = t
+            .finished_at
+            .map_or(0, |f| f.millis() - t.started_at.millis())
+            .max(0);
+        let x = left + start * w / span;
+        let bw = (len * w / span).max(3);
+        let class = match t.status {
+            TraceStatus::Success => "ok",
+            TraceStatus::Failed => "bad",
+            TraceStatus::Skipped => "skip",
+            _ => "run",
+        };
+        let label = format!(
+            "#{} retry {} · {}",
+            t.candidate_index,
+            t.retry_index,
+            t.status.as_str()
+        );
+        let detail = t
+            .skip_reason
+            .clone()
+            .or_else(|| t.error_message.clone())
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            r#"<text x="0" y="{}" class="axis">{}</text><rect x="{x}" y="{y}" width="{bw}" height="{}" rx="3" class="bar {class}"><title>{} — {} ms {}</title></rect>"#,
+            y + 14,
+            minijinja::HtmlEscape(&label),
+            row - 8,
+            minijinja::HtmlEscape(&label),
+            len,
+            minijinja::HtmlEscape(&detail)
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="{}" class="axis">0 ms</text><text x="{}" y="{}" class="axis" text-anchor="end">{span} ms</text></svg>"#,
+        row * i64::try_from(traces.len()).unwrap_or(0) + 16,
+        left + w,
+        row * i64::try_from(traces.len()).unwrap_or(0) + 16
+    );
+    s
+}
+
+async fn list(c: &Console, v: &Viewer, f: &Filters, admin: bool) -> Response {
+    let actor = v.who.actor();
+    let filter = f.query().into_filter();
+    let n = f.page.unwrap_or(1).max(1);
+    let page = aether_store::Page {
+        limit: PAGE_SIZE,
+        offset: (n - 1) * PAGE_SIZE,
+    };
+    let records = c.admin.list_usage(&actor, &filter, page).await;
+    let summary = c.admin.usage_summary(&actor, &filter).await;
+    let heat = c.admin.usage_heatmap(&actor, &filter).await;
+    let by_model = c
+        .admin
+        .usage_breakdown(&actor, &filter, UsageGroupBy::Model)
+        .await;
+    let by_format = c
+        .admin
+        .usage_breakdown(&actor, &filter, UsageGroupBy::Format)
+        .await;
+    let by_provider = if admin {
+        c.admin
+            .usage_breakdown(&actor, &filter, UsageGroupBy::Provider)
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let (items, total) = match records {
+        Ok(p) => (p.items, p.total),
+        Err(e) => {
+            let html = c
+                .views
+                .error(v, StatusCode::INTERNAL_SERVER_ERROR, &message(&e));
+            return (StatusCode::INTERNAL_SERVER_ERROR, html).into_response();
+        }
+    };
+    let html = c.views.page(
+        v,
+        "usage/list.html",
+        "usage",
+        context! {
+            base => if admin { "/admin/usage" } else { "/usage" },
+            admin => admin,
+            records => items, total => total, page => n, pages => pages(total),
+            summary => summary.ok(),
+            heatmap => heat.ok().map(|h| heatmap_svg(&h)),
+            by_model => by_model.ok(), by_format => by_format.ok(), by_provider => by_provider,
+            f => context! { model => f.model.clone(), status => f.status.clone(),
+                            api_format => f.api_format.clone(), days => f.days.unwrap_or(7) },
+            qs => f.qs(),
+            formats => ApiFormat::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        },
+    );
+    (StatusCode::OK, html).into_response()
+}
+
+async fn admin_list(
+    State(c): State<Console>,
+    AdminViewer(v): AdminViewer,
+    Query(f): Query<Filters>,
+) -> Response {
+    let r = list(&c, &v, &f, true).await;
+    v.finish(r)
+}
+
+async fn user_list(State(c): State<Console>, v: Viewer, Query(f): Query<Filters>) -> Response {
+    let r = list(&c, &v, &f, false).await;
+    v.finish(r)
+}
+
+async fn detail(c: &Console, v: &Viewer, id: &str, admin: bool) -> Response {
+    let Ok(id) = id.parse::<RequestId>() else {
+        let html = c.views.error(v, StatusCode::NOT_FOUND, "No such request.");
+        return (StatusCode::NOT_FOUND, html).into_response();
+    };
+    match c.admin.usage_detail(&v.who.actor(), id).await {
+        Ok(d) => {
+            let timeline = trace_svg(&d.traces);
+            let html = c.views.page(
+                v,
+                "usage/detail.html",
+                "usage",
+                context! {
+                    base => if admin { "/admin/usage" } else { "/usage" },
+                    admin => admin,
+                    r => d.record, traces => d.traces, bodies => d.bodies,
+                    timeline => timeline,
+                },
+            );
+            (StatusCode::OK, html).into_response()
+        }
+        Err(e) => {
+            let status = match e {
+                aether_admin::ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let html = c.views.error(v, status, &message(&e));
+            (status, html).into_response()
+        }
+    }
+}
+
+async fn admin_detail(
+    State(c): State<Console>,
+    AdminViewer(v): AdminViewer,
+    Path(id): Path<String>,
+) -> Response {
+    let r = detail(&c, &v, &id, true).await;
+    v.finish(r)
+}
+
+async fn user_detail(State(c): State<Console>, v: Viewer, Path(id): Path<String>) -> Response {
+    let r = detail(&c, &v, &id, false).await;
+    v.finish(r)
 }
