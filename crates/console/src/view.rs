@@ -13,6 +13,10 @@ const SHARED: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
     ("error.html", include_str!("../templates/error.html")),
+    (
+        "usage_overview.html",
+        include_str!("../templates/usage_overview.html"),
+    ),
 ];
 
 pub struct Views {

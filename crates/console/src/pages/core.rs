@@ -168,6 +168,69 @@ async fn logout(
 
 // ---- user pages ----
 
+/// The last 30 days of a viewer's (or, for admins on /admin, everyone's) usage: totals,
+/// daily charts of requests and cost, cost per model, and the daily table.
+async fn usage_overview(c: &Console, v: &Viewer) -> minijinja::Value {
+    use aether_admin::service::usage::{UsageGroupBy, UsageQuery};
+    let actor = v.who.actor();
+    let f = UsageQuery {
+        since: Some(aether_domain::Timestamp::from_millis(
+            aether_domain::Timestamp::now().millis() - 30 * 86_400_000,
+        )),
+        ..UsageQuery::default()
+    }
+    .into_filter();
+    let summary = c.admin.usage_summary(&actor, &f).await.ok();
+    let days = c
+        .admin
+        .usage_breakdown(&actor, &f, UsageGroupBy::Day)
+        .await
+        .unwrap_or_default();
+    // Every one of the 30 days on the chart's axis, quiet days included.
+    let today = aether_domain::Timestamp::now().millis() / 86_400_000;
+    let days: Vec<_> = (today - 29..=today)
+        .map(|d| {
+            let t = aether_domain::Timestamp::from_millis(d * 86_400_000).to_datetime();
+            let key = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+            days.iter().find(|r| r.key == key).cloned().unwrap_or(
+                aether_admin::service::usage::UsageGroupTotals {
+                    key,
+                    label: None,
+                    requests: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cache_read_tokens: 0,
+                    cache_creation_tokens: 0,
+                    cost: aether_domain::Usd::ZERO,
+                    actual_cost: aether_domain::Usd::ZERO,
+                },
+            )
+        })
+        .collect();
+    let models = c
+        .admin
+        .usage_breakdown(&actor, &f, UsageGroupBy::Model)
+        .await
+        .unwrap_or_default();
+    #[allow(clippy::cast_precision_loss)]
+    let requests_chart = super::usage::daily_svg(
+        &days,
+        "Requests per day",
+        |r| r.requests as f64,
+        |r| format!("{} requests", r.requests),
+    );
+    let cost_chart = super::usage::daily_svg(
+        &days,
+        "Cost per day",
+        |r| r.cost.to_f64_lossy(),
+        |r| format!("${}", r.cost),
+    );
+    context! {
+        summary => summary, days => days, models => models,
+        requests_chart => requests_chart, cost_chart => cost_chart,
+    }
+}
+
 async fn user_dashboard(State(c): State<Console>, v: Viewer) -> Response {
     let user = v.who.user.clone();
     let keys = c
@@ -182,11 +245,12 @@ async fn user_dashboard(State(c): State<Console>, v: Viewer) -> Response {
         .await
         .map(|p| p.items.len())
         .unwrap_or(0);
+    let usage = usage_overview(&c, &v).await;
     let html = c.views.page(
         &v,
         "user/dashboard.html",
         "dashboard",
-        context! { user => user, keys => keys },
+        context! { user => user, keys => keys, usage => usage },
     );
     v.finish(html)
 }
@@ -258,11 +322,12 @@ async fn create_user_key(
 
 async fn admin_dashboard(State(c): State<Console>, AdminViewer(v): AdminViewer) -> Response {
     let stats = c.admin.system_stats().await.ok();
+    let usage = usage_overview(&c, &v).await;
     let html = c.views.page(
         &v,
         "admin/dashboard.html",
         "dashboard",
-        context! { stats => stats },
+        context! { stats => stats, usage => usage },
     );
     v.finish(html)
 }

@@ -123,7 +123,7 @@ fn heatmap_svg(cells: &[UsageHeatCell]) -> String {
                 .map_or(0, |c| c.requests);
             #[allow(clippy::cast_precision_loss)]
             let level = if n == 0 {
-                0.0
+                0.06
             } else {
                 0.15 + 0.85 * (n as f64 / max as f64)
             };
@@ -136,6 +136,56 @@ fn heatmap_svg(cells: &[UsageHeatCell]) -> String {
                 ch - 2
             );
         }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A daily bar chart: one bar per UTC day of `rows` (a `Day` breakdown), height by `value`.
+pub(super) fn daily_svg(
+    rows: &[aether_admin::service::usage::UsageGroupTotals],
+    label: &str,
+    value: impl Fn(&aether_admin::service::usage::UsageGroupTotals) -> f64,
+    fmt: impl Fn(&aether_admin::service::usage::UsageGroupTotals) -> String,
+) -> String {
+    let (w, h, left, bottom) = (640.0_f64, 140.0_f64, 8.0_f64, 18.0_f64);
+    let max = rows
+        .iter()
+        .map(&value)
+        .fold(0.0_f64, f64::max)
+        .max(f64::MIN_POSITIVE);
+    #[allow(clippy::cast_precision_loss)]
+    let slot = w / rows.len().max(1) as f64;
+    let mut s = format!(
+        r#"<svg class="daily" viewBox="0 0 {} {}" role="img" aria-label="{}">"#,
+        w + 2.0 * left,
+        h + bottom,
+        minijinja::HtmlEscape(label)
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let v = value(r);
+        let bh = (v / max * (h - 4.0)).max(if v > 0.0 { 2.0 } else { 0.0 });
+        #[allow(clippy::cast_precision_loss)]
+        let x = left + slot * i as f64;
+        let _ = write!(
+            s,
+            r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" rx="2" class="col"><title>{} — {}</title></rect>"#,
+            h - bh,
+            (slot - 3.0).max(1.0),
+            minijinja::HtmlEscape(&r.key),
+            minijinja::HtmlEscape(&fmt(r))
+        );
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let _ = write!(
+            s,
+            r#"<text x="{left}" y="{}" class="axis">{}</text><text x="{}" y="{}" class="axis" text-anchor="end">{}</text>"#,
+            h + 14.0,
+            minijinja::HtmlEscape(&first.key),
+            w + left,
+            h + 14.0,
+            minijinja::HtmlEscape(&last.key)
+        );
     }
     s.push_str("</svg>");
     s
