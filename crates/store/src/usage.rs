@@ -807,6 +807,11 @@ impl UsageRepo for SqlStore {
     }
 
     async fn list_traces(&self, request: RequestId) -> Result<Vec<AttemptTrace>> {
+        // The record is read first: the gateway queues a request's traces before its final
+        // record, so traces committed with (or before) the record read here are visible to the
+        // query below, and a one-step success is never synthesised for a request whose
+        // traces are merely committing concurrently.
+        let record = self.get_usage(request).await?;
         let mut f = Filter::new();
         f.cond("request_id = {}", request.to_string());
         let stored = f
@@ -821,7 +826,7 @@ impl UsageRepo for SqlStore {
             .map(trace_from_row)
             .collect::<Result<Vec<_>>>()?;
         if stored.is_empty()
-            && let Some(r) = self.get_usage(request).await?
+            && let Some(r) = record
         {
             return Ok(synthesised_trace(&r).into_iter().collect());
         }
