@@ -9,7 +9,7 @@
 use aether_admin::ApiError;
 use aether_admin::auth::CallerIp;
 use aether_admin::service::keys::NewKey;
-use aether_admin::service::providers::ProviderPatch;
+use aether_admin::service::providers::{NewProvider, ProviderPatch};
 use aether_admin::service::users::NewUser;
 use aether_domain::entities::{QuotaPeriod, Role};
 use aether_domain::{ProviderId, Usd};
@@ -58,7 +58,10 @@ pub fn routes() -> Router<Console> {
         .route("/keys", get(user_keys).post(create_user_key))
         .route("/admin", get(admin_dashboard))
         .route("/admin/users", get(admin_users).post(create_user))
-        .route("/admin/providers", get(admin_providers))
+        .route(
+            "/admin/providers",
+            get(admin_providers).post(create_provider),
+        )
         .route("/admin/providers/{id}/active", post(toggle_provider))
 }
 
@@ -458,12 +461,13 @@ async fn create_user(
     }
 }
 
-async fn admin_providers(
-    State(c): State<Console>,
-    AdminViewer(v): AdminViewer,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let (page, n) = page_of(&q);
+async fn providers_page(
+    c: &Console,
+    v: &Viewer,
+    q: &ListQuery,
+    form_error: Option<(String, String)>,
+) -> axum::response::Html<String> {
+    let (page, n) = page_of(q);
     let providers = c
         .admin
         .list_providers(
@@ -475,17 +479,92 @@ async fn admin_providers(
         )
         .await;
     let (items, total) = providers.map_or((Vec::new(), 0), |p| (p.items, p.total));
-    let html = c.views.page(
-        &v,
+    c.views.page(
+        v,
         "admin/providers.html",
         "providers",
         context! {
             providers => items, total => total, page => n,
             pages => pages(total),
             search => q.search.clone().unwrap_or_default(),
+            error_field => form_error.as_ref().map(|e| e.0.clone()),
+            error => form_error.map(|e| e.1),
         },
-    );
+    )
+}
+
+async fn admin_providers(
+    State(c): State<Console>,
+    AdminViewer(v): AdminViewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let html = providers_page(&c, &v, &q, None).await;
     v.finish(html)
+}
+
+#[derive(Deserialize)]
+struct NewProviderForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    billing_type: String,
+    #[serde(default)]
+    provider_priority: String,
+}
+
+async fn create_provider(
+    State(c): State<Console>,
+    AdminViewer(v): AdminViewer,
+    Form(f): Form<NewProviderForm>,
+) -> Response {
+    if let Some(r) = v.refuse_csrf(&c, &f.csrf) {
+        return r;
+    }
+    let priority = if f.provider_priority.trim().is_empty() {
+        Ok(100)
+    } else {
+        f.provider_priority.trim().parse::<i32>().map_err(|_| {
+            (
+                "provider_priority".to_string(),
+                "a whole number; lower is preferred".to_string(),
+            )
+        })
+    };
+    let result = match priority {
+        Err(e) => Err(e),
+        Ok(priority) => {
+            let n = serde_json::json!({
+                "name": f.name.trim(),
+                "display_name": Some(f.display_name.trim()).filter(|d| !d.is_empty()),
+                "billing_type": if f.billing_type.is_empty() { "pay_as_you_go" } else { f.billing_type.as_str() },
+                "provider_priority": priority,
+            });
+            match serde_json::from_value::<NewProvider>(n) {
+                Err(e) => Err(("billing_type".to_string(), e.to_string())),
+                Ok(n) => c
+                    .admin
+                    .create_provider(&v.who.actor(), n)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| match &e {
+                        ApiError::Invalid { field, .. } => {
+                            (field.unwrap_or_default().to_string(), message(&e))
+                        }
+                        _ => (String::new(), message(&e)),
+                    }),
+            }
+        }
+    };
+    match result {
+        Ok(()) => v.finish(Redirect::to("/admin/providers")),
+        Err(err) => {
+            let html = providers_page(&c, &v, &ListQuery::default(), Some(err)).await;
+            v.finish((StatusCode::UNPROCESSABLE_ENTITY, html))
+        }
+    }
 }
 
 #[derive(Deserialize)]

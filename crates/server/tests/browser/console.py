@@ -142,6 +142,23 @@ try:
                 fail(f"the request detail has no {must}")
         shot("admin-usage-detail")
 
+    step("the admin creates a provider in the drawer form")
+    go("/admin/providers")
+    driver.find_element(By.CSS_SELECTOR, "details.drawer > summary").click()
+    form = driver.find_element(By.CSS_SELECTOR, "details.drawer form")
+    form.find_element(By.NAME, "name").send_keys("browser-made")
+    form.find_element(By.NAME, "provider_priority").send_keys("five")
+    submit(form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    if "field-error" not in body():
+        fail("a bad priority did not show an inline error")
+    form = driver.find_element(By.CSS_SELECTOR, "details.drawer form")
+    form.find_element(By.NAME, "name").send_keys("browser-made")
+    form.find_element(By.NAME, "display_name").send_keys("Made in the browser")
+    form.find_element(By.NAME, "provider_priority").send_keys("5")
+    submit(form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    if not driver.find_elements(By.CSS_SELECTOR, "tr[data-provider='browser-made']"):
+        fail("the new provider is not in the list")
+
     step("the admin turns a provider off")
     go("/admin/providers")
     row = driver.find_element(By.CSS_SELECTOR, f"tr[data-provider='{args.provider}']")
