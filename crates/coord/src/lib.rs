@@ -84,6 +84,19 @@ pub struct AffinityKey {
     pub session: Option<String>,
 }
 
+/// A live cache-affinity binding, as operators see it: who, to which upstream key, and for
+/// how much longer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AffinityBinding {
+    pub api_key: ApiKeyId,
+    pub format: ApiFormat,
+    pub model: GlobalModelId,
+    pub session: Option<String>,
+    pub target: ProviderKeyId,
+    /// Whole seconds until the binding lapses.
+    pub ttl_secs: u64,
+}
+
 /// What a concurrency lease or an RPM window counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
@@ -133,6 +146,10 @@ pub trait LiveState: Send + Sync + 'static {
     async fn affinity_set(&self, key: AffinityKey, target: ProviderKeyId, ttl: Duration);
     /// Drops the binding (the key failed with a non-client error).
     async fn affinity_drop(&self, key: &AffinityKey);
+    /// Up to `limit` live bindings, in no particular order (the console's listing).
+    async fn affinity_list(&self, limit: usize) -> Vec<AffinityBinding>;
+    /// Drops every binding (admin "clear all").
+    async fn affinity_clear(&self);
 
     /// Rests an upstream key until `until` (an upstream `Retry-After`).
     async fn cool_down(&self, key: ProviderKeyId, until: Instant);
@@ -319,6 +336,27 @@ impl LiveState for Local {
 
     async fn affinity_drop(&self, key: &AffinityKey) {
         self.affinity.invalidate(key);
+    }
+
+    async fn affinity_list(&self, limit: usize) -> Vec<AffinityBinding> {
+        let now = Instant::now();
+        self.affinity
+            .iter()
+            .filter(|(_, (_, until))| now < *until)
+            .take(limit)
+            .map(|(k, (target, until))| AffinityBinding {
+                api_key: k.api_key,
+                format: k.format,
+                model: k.model,
+                session: k.session.clone(),
+                target,
+                ttl_secs: until.duration_since(now).as_secs(),
+            })
+            .collect()
+    }
+
+    async fn affinity_clear(&self) {
+        self.affinity.invalidate_all();
     }
 
     async fn cool_down(&self, key: ProviderKeyId, until: Instant) {
@@ -554,6 +592,48 @@ mod tests {
             .await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(s.affinity_get(&k).await, None, "expired");
+    }
+
+    #[tokio::test]
+    async fn bindings_can_be_listed_and_cleared() {
+        let s = Local::default();
+        let key = |session: Option<&str>| AffinityKey {
+            api_key: ApiKeyId::new(),
+            format: ApiFormat::OpenaiCli,
+            model: GlobalModelId::new(),
+            session: session.map(str::to_string),
+        };
+        let (a, b, gone) = (key(None), key(Some("s1")), key(None));
+        let (ta, tb) = (ProviderKeyId::new(), ProviderKeyId::new());
+        s.affinity_set(a.clone(), ta, Duration::from_secs(300))
+            .await;
+        s.affinity_set(b.clone(), tb, Duration::from_secs(60)).await;
+        s.affinity_set(gone, ta, Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut list = s.affinity_list(10).await;
+        list.sort_by_key(|b| std::cmp::Reverse(b.ttl_secs));
+        assert_eq!(list.len(), 2, "the expired binding is left out: {list:?}");
+        assert_eq!(
+            (
+                list[0].api_key,
+                list[0].format,
+                list[0].model,
+                list[0].target
+            ),
+            (a.api_key, a.format, a.model, ta)
+        );
+        assert!(
+            (295..=300).contains(&list[0].ttl_secs),
+            "{}",
+            list[0].ttl_secs
+        );
+        assert_eq!(list[1].session.as_deref(), Some("s1"));
+        assert_eq!(list[1].target, tb);
+        assert_eq!(s.affinity_list(1).await.len(), 1, "limited");
+        s.affinity_clear().await;
+        assert!(s.affinity_list(10).await.is_empty());
+        assert_eq!(s.affinity_get(&a).await, None);
+        assert_eq!(s.affinity_get(&b).await, None);
     }
 
     #[tokio::test]

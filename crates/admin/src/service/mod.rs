@@ -1,6 +1,7 @@
 //! The management services, one module per area. Every mutation is checked, written, audited
 //! and — when it affects routing or admission — announced to the [`ChangeNotifier`](crate::ChangeNotifier).
 
+pub mod affinity;
 pub mod config_io;
 pub mod health;
 pub mod keys;
