@@ -32,3 +32,35 @@
     });
   });
 })();
+
+// ---- pricing editor (admin/model_tiers.html): "Add tier" appends an empty row ----
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-add-tier]").forEach(function (button) {
+      var table = button.parentNode.querySelector("table[data-tier-editor]");
+      if (!table) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var rows = table.querySelectorAll("tr[data-tier-row]");
+        var last = rows[rows.length - 1];
+        if (!last) return;
+        var n = 0;
+        table.querySelectorAll("input[name]").forEach(function (input) {
+          var m = /_(\d+)$/.exec(input.name);
+          if (m) n = Math.max(n, parseInt(m[1], 10) + 1);
+        });
+        var row = last.cloneNode(true);
+        row.querySelectorAll("input").forEach(function (input) {
+          input.name = input.name.replace(/_\d+$/, "_" + n);
+          input.value = "";
+          var label = input.getAttribute("aria-label");
+          if (label) input.setAttribute("aria-label", label.replace(/^Tier \d+/, "Tier " + (rows.length + 1)));
+        });
+        table.tBodies[0].appendChild(row);
+        var first = row.querySelector("input");
+        if (first) first.focus();
+      });
+    });
+  });
+})();
