@@ -190,7 +190,8 @@ impl Reasoning {
     /// The budget, or one derived from the effort.
     #[must_use]
     pub fn budget(&self) -> Option<u64> {
-        self.budget_tokens.or(self.effort.map(Effort::budget_tokens))
+        self.budget_tokens
+            .or(self.effort.map(Effort::budget_tokens))
     }
 
     /// The effort, or one derived from the budget.

@@ -54,7 +54,11 @@ pub struct RequestContext {
 ///
 /// # Errors
 /// The body is not JSON or not a request of that dialect.
-pub fn parse_request(d: Dialect, body: &[u8], ctx: &RequestContext) -> Result<Request, ConvertError> {
+pub fn parse_request(
+    d: Dialect,
+    body: &[u8],
+    ctx: &RequestContext,
+) -> Result<Request, ConvertError> {
     let v = json(body)?;
     match d {
         Dialect::AnthropicMessages => anthropic::parse_request(&v, ctx),
@@ -251,7 +255,12 @@ impl Transcoder {
 
     /// `max_event_bytes` bounds one upstream SSE event (a larger one fails the stream).
     #[must_use]
-    pub fn new(upstream: Dialect, client: Dialect, framing: Framing, max_event_bytes: usize) -> Self {
+    pub fn new(
+        upstream: Dialect,
+        client: Dialect,
+        framing: Framing,
+        max_event_bytes: usize,
+    ) -> Self {
         let framing = if client == Dialect::Gemini {
             framing
         } else {
@@ -284,7 +293,8 @@ impl Transcoder {
             return out.freeze();
         }
         while let Some(ev) = self.sse.next_event() {
-            self.dec.event(ev.event.as_deref(), &ev.data, &mut self.events);
+            self.dec
+                .event(ev.event.as_deref(), &ev.data, &mut self.events);
             self.pump(&mut out);
             if self.done {
                 break;
@@ -301,7 +311,8 @@ impl Transcoder {
             return out.freeze();
         }
         if let Some(ev) = self.sse.finish() {
-            self.dec.event(ev.event.as_deref(), &ev.data, &mut self.events);
+            self.dec
+                .event(ev.event.as_deref(), &ev.data, &mut self.events);
         }
         self.dec.end(&mut self.events);
         self.pump(&mut out);
@@ -432,7 +443,11 @@ pub fn events_of(resp: &Response) -> Vec<Event> {
             Block::Image { .. } | Block::ToolResult { .. } => continue,
         };
         out.push(Event::BlockStart { index, kind });
-        out.extend(deltas.into_iter().map(|delta| Event::Delta { index, delta }));
+        out.extend(
+            deltas
+                .into_iter()
+                .map(|delta| Event::Delta { index, delta }),
+        );
         out.push(Event::BlockStop { index });
     }
     out.push(Event::Finish {
@@ -474,7 +489,11 @@ fn is_usage_only(data: &str) -> bool {
     data.contains("\"choices\":[]")
         && serde_json::from_str::<Value>(data)
             .ok()
-            .and_then(|v| v.get("choices").and_then(Value::as_array).map(Vec::is_empty))
+            .and_then(|v| {
+                v.get("choices")
+                    .and_then(Value::as_array)
+                    .map(Vec::is_empty)
+            })
             .unwrap_or(false)
 }
 

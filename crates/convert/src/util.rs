@@ -13,9 +13,11 @@ pub(crate) fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 /// `v[key]` as an unsigned integer (also accepting an integral float or a numeric string).
 pub(crate) fn u64_at(v: &Value, key: &str) -> Option<u64> {
     match v.get(key)? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }

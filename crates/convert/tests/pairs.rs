@@ -37,8 +37,12 @@ fn ctx(req: &Request) -> RequestContext {
 /// Renders in `d` and parses back (what a client of `d` would have sent).
 fn through(d: Dialect, req: &Request) -> Request {
     let body = aether_convert::render_request(d, req);
-    aether_convert::parse_request(d, &body, &ctx(req))
-        .unwrap_or_else(|e| panic!("{d:?} cannot parse its own rendering: {e}\n{}", String::from_utf8_lossy(&body)))
+    aether_convert::parse_request(d, &body, &ctx(req)).unwrap_or_else(|e| {
+        panic!(
+            "{d:?} cannot parse its own rendering: {e}\n{}",
+            String::from_utf8_lossy(&body)
+        )
+    })
 }
 
 fn conversation() -> Request {
@@ -217,7 +221,11 @@ fn requests_cross_every_pair() {
         let (orig_calls, up_calls) = (calls(&original), calls(&upstream));
         assert_eq!(up_calls.len(), 2, "{ctx_name}: tool calls");
         for (o, u) in orig_calls.iter().zip(&up_calls) {
-            assert_eq!((&o.1, &o.2), (&u.1, &u.2), "{ctx_name}: tool call name and args");
+            assert_eq!(
+                (&o.1, &o.2),
+                (&u.1, &u.2),
+                "{ctx_name}: tool call name and args"
+            );
         }
         // Every result answers a call made before it, under the same id.
         let up_results = results(&upstream);
@@ -229,7 +237,11 @@ fn requests_cross_every_pair() {
         assert_eq!(up_results[0].2, "18°C, sunny", "{ctx_name}");
         assert!(up_results[1].2.contains("no such zone"), "{ctx_name}");
         assert_eq!(
-            upstream.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            upstream
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
             ["get_weather", "get_time"],
             "{ctx_name}: tools"
         );
@@ -239,7 +251,10 @@ fn requests_cross_every_pair() {
         );
         assert_eq!(upstream.max_tokens, Some(1000), "{ctx_name}: max tokens");
         assert_eq!(
-            upstream.temperature.as_ref().and_then(serde_json::Number::as_f64),
+            upstream
+                .temperature
+                .as_ref()
+                .and_then(serde_json::Number::as_f64),
             Some(0.5),
             "{ctx_name}: temperature"
         );
@@ -279,7 +294,10 @@ fn streaming_flag_and_upstream_model_are_rendered() {
             }
         }
         if d == Dialect::OpenaiChat {
-            assert_eq!(body["stream_options"]["include_usage"], true, "usage is asked for");
+            assert_eq!(
+                body["stream_options"]["include_usage"], true,
+                "usage is asked for"
+            );
         }
     }
 }
@@ -428,7 +446,10 @@ fn fold(events: &[Event]) -> Gist {
             Event::Delta { delta, .. } => match delta {
                 Delta::Text(t) => g.text.push_str(t),
                 Delta::Thinking(t) => g.thinking.push_str(t),
-                Delta::ToolArgs(a) => args.last_mut().expect("args inside a tool block").push_str(a),
+                Delta::ToolArgs(a) => args
+                    .last_mut()
+                    .expect("args inside a tool block")
+                    .push_str(a),
                 Delta::Signature(_) => {}
             },
             Event::Usage(u) => usage = usage.merge(*u),
@@ -464,7 +485,10 @@ fn decode(d: Dialect, bytes: &[u8]) -> Vec<Event> {
 
 /// Checks the canonical ordering contract of a decoded stream.
 fn well_ordered(events: &[Event]) {
-    assert!(matches!(events.first(), Some(Event::Start { .. })), "{events:?}");
+    assert!(
+        matches!(events.first(), Some(Event::Start { .. })),
+        "{events:?}"
+    );
     let mut open: Option<usize> = None;
     let mut next = 0;
     for ev in events {
@@ -501,7 +525,11 @@ fn responses_cross_every_pair() {
         assert_eq!(got.text, want.text, "{name}");
         assert_eq!(got.calls, want.calls, "{name}");
         assert_eq!(got.stop, want.stop, "{name}");
-        assert_eq!((got.input, got.output), (want.input, want.output), "{name}: usage");
+        assert_eq!(
+            (got.input, got.output),
+            (want.input, want.output),
+            "{name}: usage"
+        );
         assert_eq!(got.cache_read, want.cache_read, "{name}: cached tokens");
         // Thinking crosses where both sides can carry it (Chat has only a de-facto field).
         if ![from, to].contains(&Dialect::OpenaiChat) {
@@ -534,10 +562,19 @@ fn streams_cross_every_pair_in_any_chunking() {
         well_ordered(&events);
         let got = fold(&events);
         let want = gist(&original);
-        assert_eq!(got.text, want.text, "{name}: {}", String::from_utf8_lossy(&outputs[0]));
+        assert_eq!(
+            got.text,
+            want.text,
+            "{name}: {}",
+            String::from_utf8_lossy(&outputs[0])
+        );
         assert_eq!(got.calls, want.calls, "{name}");
         assert_eq!(got.stop, want.stop, "{name}");
-        assert_eq!((got.input, got.output), (want.input, want.output), "{name}: usage");
+        assert_eq!(
+            (got.input, got.output),
+            (want.input, want.output),
+            "{name}: usage"
+        );
         for other in &outputs[1..] {
             assert_eq!(
                 fold(&decode(to, other)),
@@ -587,9 +624,9 @@ fn errors_cross_in_the_clients_dialect() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 429);
     assert_eq!(v["error"]["message"], "slow down");
-    let gemini_400 = br#"{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}"#;
-    let (status, body) =
-        aether_convert::convert_error(Dialect::AnthropicMessages, 400, gemini_400);
+    let gemini_400 =
+        br#"{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}"#;
+    let (status, body) = aether_convert::convert_error(Dialect::AnthropicMessages, 400, gemini_400);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 400);
     assert_eq!(v["type"], "error");

@@ -4,7 +4,8 @@
 //! so every operation is shaped to be one atomic round trip (a Lua script there, one mutex
 //! section here):
 //!
-//! * cache affinity and `Retry-After` cooldowns;
+//! * cache affinity (bindings and hit/switch/new counters per API format) and `Retry-After`
+//!   cooldowns;
 //! * concurrency **leases** per endpoint, upstream key and gateway key — per request, with a
 //!   deadline, so a holder that dies cannot leak a slot;
 //! * **RPM** sliding windows, checked and counted for several scopes all-or-nothing;
@@ -97,6 +98,113 @@ pub struct AffinityBinding {
     pub ttl_secs: u64,
 }
 
+/// What cache affinity did for one request that an upstream key served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum AffinityOutcome {
+    /// A binding existed and its upstream key served the request.
+    Hit,
+    /// A binding existed but another key served the request (the bound key failed, was
+    /// skipped or is gone); the binding moved to that key.
+    Switch,
+    /// No binding existed; the request made one.
+    New,
+}
+
+impl AffinityOutcome {
+    pub const ALL: [Self; 3] = [Self::Hit, Self::Switch, Self::New];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Switch => "switch",
+            Self::New => "new",
+        }
+    }
+}
+
+/// Requests counted per cache-affinity outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AffinityCounts {
+    pub hits: u64,
+    pub switches: u64,
+    pub new: u64,
+}
+
+impl AffinityCounts {
+    pub fn add(&mut self, outcome: AffinityOutcome, n: u64) {
+        let c = match outcome {
+            AffinityOutcome::Hit => &mut self.hits,
+            AffinityOutcome::Switch => &mut self.switches,
+            AffinityOutcome::New => &mut self.new,
+        };
+        *c = c.saturating_add(n);
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        self.hits = self.hits.saturating_add(other.hits);
+        self.switches = self.switches.saturating_add(other.switches);
+        self.new = self.new.saturating_add(other.new);
+    }
+
+    #[must_use]
+    pub const fn total(&self) -> u64 {
+        self.hits
+            .saturating_add(self.switches)
+            .saturating_add(self.new)
+    }
+
+    /// Share of the counted requests that found their binding and kept it, in [0, 1];
+    /// `None` when nothing was counted.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)] // a display ratio
+    pub fn hit_rate(&self) -> Option<f64> {
+        let total = self.total();
+        (total > 0).then(|| self.hits as f64 / total as f64)
+    }
+}
+
+/// One API format's counts: since counting began, and inside the asked window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AffinityFormatCounts {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub format: ApiFormat,
+    pub total: AffinityCounts,
+    pub window: AffinityCounts,
+}
+
+/// One bucket of the window (every format together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AffinityBucket {
+    /// Start of the bucket, ms since the epoch.
+    pub start_ms: i64,
+    pub counts: AffinityCounts,
+}
+
+/// Width of an affinity-statistics bucket, and how many are kept (one hour).
+pub const AFFINITY_BUCKET_SECS: u64 = 60;
+pub const AFFINITY_BUCKETS: usize = 60;
+
+/// Cache-affinity outcomes per API format over a recent window of one-minute buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AffinityStats {
+    /// When counting began (this process's start for [`Local`]), ms since the epoch.
+    pub since_ms: i64,
+    /// Start of the window's oldest bucket, ms since the epoch.
+    pub window_start_ms: i64,
+    pub bucket_secs: u64,
+    /// Every API format, in [`ApiFormat::ALL`] order.
+    pub formats: Vec<AffinityFormatCounts>,
+    /// The window's buckets, oldest first, the current (partial) one last.
+    pub buckets: Vec<AffinityBucket>,
+}
+
 /// What a concurrency lease or an RPM window counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
@@ -150,6 +258,14 @@ pub trait LiveState: Send + Sync + 'static {
     async fn affinity_list(&self, limit: usize) -> Vec<AffinityBinding>;
     /// Drops every binding (admin "clear all").
     async fn affinity_clear(&self);
+    /// Counts what affinity did for one served request (once per request, when the serving
+    /// key is known). One atomic step: a counter increment in the current minute's bucket (in
+    /// Redis: `INCR` on a key named by format, outcome and minute, expiring after an hour, and
+    /// `HINCRBY` on the since-start totals).
+    async fn affinity_record(&self, format: ApiFormat, outcome: AffinityOutcome);
+    /// The counts per format since counting began and over the last `window` (whole minutes,
+    /// 1 to [`AFFINITY_BUCKETS`]), with the window's buckets.
+    async fn affinity_stats(&self, window: Duration) -> AffinityStats;
 
     /// Rests an upstream key until `until` (an upstream `Retry-After`).
     async fn cool_down(&self, key: ProviderKeyId, until: Instant);
@@ -262,10 +378,42 @@ struct Account {
     reserved: i64,
 }
 
+/// In-process affinity counters: totals per format and a ring of one-minute buckets (slot =
+/// minute mod [`AFFINITY_BUCKETS`]; a slot holding an older minute is stale and reset on use).
+struct AffinityTally {
+    since_ms: i64,
+    total: [AffinityCounts; ApiFormat::ALL.len()],
+    ring: Vec<(i64, [AffinityCounts; ApiFormat::ALL.len()])>,
+}
+
+impl AffinityTally {
+    fn new(since_ms: i64) -> Self {
+        Self {
+            since_ms,
+            total: Default::default(),
+            ring: vec![(i64::MIN, Default::default()); AFFINITY_BUCKETS],
+        }
+    }
+}
+
+const AFFINITY_BUCKET_MS: i64 = 60_000;
+
+fn format_slot(format: ApiFormat) -> usize {
+    ApiFormat::ALL
+        .iter()
+        .position(|f| *f == format)
+        .unwrap_or_default()
+}
+
+fn ring_slot(minute: i64) -> usize {
+    usize::try_from(minute.rem_euclid(AFFINITY_BUCKETS as i64)).unwrap_or_default()
+}
+
 /// In-process live state.
 pub struct Local {
     clock: Arc<dyn Clock>,
     affinity: moka::sync::Cache<AffinityKey, (ProviderKeyId, Instant)>,
+    affinity_tally: Mutex<AffinityTally>,
     cooldowns: moka::sync::Cache<ProviderKeyId, Instant>,
     next_lease: AtomicU64,
     leases: Mutex<HashMap<Scope, HashMap<LeaseId, i64>>>,
@@ -292,8 +440,10 @@ const RPM_WINDOW_MS: i64 = 60_000;
 impl Local {
     #[must_use]
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now_ms();
         Self {
             clock,
+            affinity_tally: Mutex::new(AffinityTally::new(now)),
             affinity: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 // Bindings carry their own TTL (the key's cache TTL); this bounds stale memory.
@@ -357,6 +507,58 @@ impl LiveState for Local {
 
     async fn affinity_clear(&self) {
         self.affinity.invalidate_all();
+    }
+
+    async fn affinity_record(&self, format: ApiFormat, outcome: AffinityOutcome) {
+        let minute = self.now_ms().div_euclid(AFFINITY_BUCKET_MS);
+        let f = format_slot(format);
+        let mut t = lock(&self.affinity_tally);
+        t.total[f].add(outcome, 1);
+        let slot = &mut t.ring[ring_slot(minute)];
+        if slot.0 != minute {
+            *slot = (minute, Default::default());
+        }
+        slot.1[f].add(outcome, 1);
+    }
+
+    async fn affinity_stats(&self, window: Duration) -> AffinityStats {
+        let minutes = i64::try_from(window.as_secs() / AFFINITY_BUCKET_SECS)
+            .unwrap_or(i64::MAX)
+            .clamp(1, AFFINITY_BUCKETS as i64);
+        let now_minute = self.now_ms().div_euclid(AFFINITY_BUCKET_MS);
+        let first = now_minute - minutes + 1;
+        let t = lock(&self.affinity_tally);
+        let mut window_counts: [AffinityCounts; ApiFormat::ALL.len()] = Default::default();
+        let mut buckets = Vec::with_capacity(usize::try_from(minutes).unwrap_or_default());
+        for minute in first..=now_minute {
+            let (at, per_format) = &t.ring[ring_slot(minute)];
+            let mut counts = AffinityCounts::default();
+            if *at == minute {
+                for (w, c) in window_counts.iter_mut().zip(per_format) {
+                    w.merge(c);
+                    counts.merge(c);
+                }
+            }
+            buckets.push(AffinityBucket {
+                start_ms: minute.saturating_mul(AFFINITY_BUCKET_MS),
+                counts,
+            });
+        }
+        AffinityStats {
+            since_ms: t.since_ms,
+            window_start_ms: first.saturating_mul(AFFINITY_BUCKET_MS),
+            bucket_secs: AFFINITY_BUCKET_SECS,
+            formats: ApiFormat::ALL
+                .iter()
+                .zip(t.total.iter().zip(window_counts))
+                .map(|(&format, (&total, window))| AffinityFormatCounts {
+                    format,
+                    total,
+                    window,
+                })
+                .collect(),
+            buckets,
+        }
     }
 
     async fn cool_down(&self, key: ProviderKeyId, until: Instant) {
@@ -634,6 +836,83 @@ mod tests {
         assert!(s.affinity_list(10).await.is_empty());
         assert_eq!(s.affinity_get(&a).await, None);
         assert_eq!(s.affinity_get(&b).await, None);
+    }
+
+    #[tokio::test]
+    async fn affinity_outcomes_are_counted_per_format_and_minute() {
+        let clock = ManualClock::at(1_000 * 60_000 + 30_000); // half-way into minute 1000
+        let s = Local::with_clock(clock.clone());
+        let empty = s.affinity_stats(Duration::from_secs(3600)).await;
+        assert_eq!(empty.since_ms, 1_000 * 60_000 + 30_000);
+        assert_eq!(empty.buckets.len(), 60);
+        assert_eq!(empty.formats.len(), 6);
+        assert!(empty.formats.iter().all(|f| f.total.total() == 0));
+        assert_eq!(empty.formats[0].total.hit_rate(), None);
+
+        s.affinity_record(ApiFormat::Claude, AffinityOutcome::New)
+            .await;
+        s.affinity_record(ApiFormat::Claude, AffinityOutcome::Hit)
+            .await;
+        s.affinity_record(ApiFormat::Claude, AffinityOutcome::Hit)
+            .await;
+        s.affinity_record(ApiFormat::Openai, AffinityOutcome::Switch)
+            .await;
+        clock.advance(Duration::from_secs(60)); // minute 1001
+        s.affinity_record(ApiFormat::Claude, AffinityOutcome::Hit)
+            .await;
+
+        let st = s.affinity_stats(Duration::from_secs(3600)).await;
+        let claude = st.formats.iter().find(|f| f.format == ApiFormat::Claude);
+        let claude = claude.unwrap();
+        let want = AffinityCounts {
+            hits: 3,
+            switches: 0,
+            new: 1,
+        };
+        assert_eq!((claude.total, claude.window), (want, want));
+        assert_eq!(claude.window.hit_rate(), Some(0.75));
+        let openai = st.formats.iter().find(|f| f.format == ApiFormat::Openai);
+        assert_eq!(openai.unwrap().window.switches, 1);
+        // The last two buckets are minutes 1000 and 1001; the window ends with the current one.
+        let n = st.buckets.len();
+        assert_eq!(st.buckets[n - 1].start_ms, 1_001 * 60_000);
+        assert_eq!(st.buckets[n - 1].counts.hits, 1);
+        assert_eq!(st.buckets[n - 2].counts.total(), 4, "every format together");
+        assert_eq!(st.window_start_ms, (1_001 - 59) * 60_000);
+
+        // A one-minute window holds only the current minute.
+        let st = s.affinity_stats(Duration::from_secs(60)).await;
+        assert_eq!(st.buckets.len(), 1);
+        assert_eq!(st.formats[0].window.total(), 1);
+        assert_eq!(st.formats[0].total.total(), 4, "totals ignore the window");
+
+        // An hour later the old minutes have left the window (and their ring slots are reused
+        // without leaking old counts); the totals since start remain.
+        clock.advance(Duration::from_secs(3600));
+        s.affinity_record(ApiFormat::Claude, AffinityOutcome::Switch)
+            .await;
+        let st = s.affinity_stats(Duration::from_secs(3600)).await;
+        let claude = st.formats[0];
+        assert_eq!(
+            claude.window,
+            AffinityCounts {
+                hits: 0,
+                switches: 1,
+                new: 0
+            }
+        );
+        assert_eq!(claude.total.total(), 5);
+        assert_eq!(
+            st.buckets.iter().map(|b| b.counts.total()).sum::<u64>(),
+            1,
+            "{:?}",
+            st.buckets
+        );
+        assert_eq!(
+            s.affinity_stats(Duration::ZERO).await.buckets.len(),
+            1,
+            "a window is at least one minute"
+        );
     }
 
     #[tokio::test]

@@ -393,6 +393,10 @@ pub struct ModelCapabilities {
     pub context_limit: Option<u64>,
     #[serde(default)]
     pub output_limit: Option<u64>,
+    /// May a request for this model be converted to another API format and served by an
+    /// upstream of that format? `None`: the `allow_cross_format` system setting decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_cross_format: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -409,6 +413,7 @@ impl Default for ModelCapabilities {
             image_generation: false,
             context_limit: None,
             output_limit: None,
+            allow_cross_format: None,
         }
     }
 }

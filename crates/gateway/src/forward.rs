@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aether_coord::{AffinityKey, Lease, Scope};
+use aether_coord::{AffinityKey, AffinityOutcome, Lease, Scope};
 use aether_domain::entities::{
     AttemptTrace, GlobalModel, TraceStatus, UsageBodies, UsageRecord, UsageStatus,
 };
 use aether_domain::format::Dialect;
 use aether_domain::net::ClientIp;
 use aether_domain::pricing::CostBreakdown;
-use aether_domain::{ApiFormat, RequestId, Timestamp, TraceId};
+use aether_domain::{ApiFormat, ProviderKeyId, RequestId, Timestamp, TraceId};
 use aether_protocol::classify::{
     ClientErrorKind, FirstEvent, KeyErrorClass, MAX_ERROR_BODY_BYTES, Outcome, RateLimitKind,
     classify_first_element, classify_first_event, classify_http, error_message,
@@ -22,7 +22,7 @@ use aether_protocol::classify::{
 };
 use aether_protocol::errors::ErrorKind;
 use aether_protocol::request::{RequestInfo, ensure_include_usage, inspect, replace_model};
-use aether_protocol::usage::from_response;
+use aether_protocol::usage::{StreamUsage, from_response};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -35,7 +35,9 @@ use crate::error::GwError;
 use crate::limits::{Reservation, admit_candidate, caller_budget, estimate, provider_budget};
 use crate::needs::{client_session, masked_headers, needs};
 use crate::plan::{Ask, Candidate, Plan, model_allowed, plan};
-use crate::relay::{Committed, Decoder, Finish, LogCapture, Unit, UpstreamBody, relay};
+use crate::relay::{
+    Committed, Decoder, Finish, LogCapture, MAX_EVENT_BYTES, Unit, UpstreamBody, relay,
+};
 use crate::snapshot::{Caller, Snapshot};
 use crate::upstream::{self, Operation};
 use crate::usage::UsageEvent;
@@ -120,6 +122,14 @@ struct Exchange {
     record: UsageRecord,
     log_headers: bool,
     log_bodies: usize,
+    /// Gemini: the model named in the URL (the body has none).
+    path_model: Option<String>,
+    /// Gemini clients: an SSE stream (`alt=sse`) rather than a JSON array.
+    client_sse: bool,
+    /// Endpoints of other dialects may serve this request through conversion.
+    cross: bool,
+    /// The request in canonical form, parsed once when a converted candidate is first tried.
+    canonical: std::sync::OnceLock<Result<aether_convert::Request, String>>,
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -147,6 +157,7 @@ impl Exchange {
         let info = inspect(&body).map_err(|e| GwError::invalid(e.to_string()))?;
         let requested = inc
             .path_model
+            .clone()
             .or_else(|| info.model.clone())
             .filter(|m| !m.is_empty())
             .ok_or_else(|| GwError::invalid("`model` is required"))?;
@@ -198,6 +209,14 @@ impl Exchange {
             created_at: created,
             updated_at: created,
         };
+        let cross = !matches!(inc.op, Operation::CountTokens)
+            && model
+                .capabilities
+                .allow_cross_format
+                .unwrap_or_else(|| snap.settings.allow_cross_format());
+        let client_sse = query_raw
+            .as_deref()
+            .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
         let level = snap.settings.log_level().to_string();
         let log_headers = level != "basic";
         let log_bodies = if level == "full" {
@@ -231,6 +250,10 @@ impl Exchange {
             record,
             log_headers,
             log_bodies,
+            path_model: inc.path_model,
+            client_sse,
+            cross,
+            canonical: std::sync::OnceLock::new(),
         })
     }
 
@@ -315,6 +338,7 @@ impl Exchange {
             cooling: &cooling,
             exhausted: &exhausted,
             now: self.created,
+            convert: self.cross,
         };
         let Plan {
             candidates,
@@ -465,6 +489,7 @@ impl Exchange {
                     Ok((response, Verdict::Success)) => {
                         live.breaker_record(key_id, true).await;
                         live.adaptive_outcome(key_id, true).await;
+                        self.count_affinity(affinity, cand).await;
                         return response;
                     }
                     Ok((response, Verdict::ClientError)) => {
@@ -541,6 +566,9 @@ impl Exchange {
         cand: &Candidate,
         cache: &mut HashMap<String, Bytes>,
     ) -> Result<Bytes, GwError> {
+        if cand.converted {
+            return self.converted_body(cand, cache);
+        }
         if let Some(b) = cache.get(&cand.upstream_model) {
             return Ok(b.clone());
         }
@@ -567,6 +595,34 @@ impl Exchange {
         Ok(body)
     }
 
+    /// The upstream body for a candidate of another dialect: the request parsed once into the
+    /// canonical form, the upstream model and the stream flag set, rendered in the endpoint's
+    /// dialect. Cached per dialect and upstream name.
+    fn converted_body(
+        &self,
+        cand: &Candidate,
+        cache: &mut HashMap<String, Bytes>,
+    ) -> Result<Bytes, GwError> {
+        let target = cand.route.endpoint.endpoint.api_format.dialect();
+        let key = format!("{target:?}\u{0}{}", cand.upstream_model);
+        if let Some(b) = cache.get(&key) {
+            return Ok(b.clone());
+        }
+        let parsed = self.canonical.get_or_init(|| {
+            let ctx = aether_convert::RequestContext {
+                model: self.path_model.clone(),
+                stream: self.stream,
+            };
+            aether_convert::parse_request(self.dialect, &self.body, &ctx).map_err(|e| e.to_string())
+        });
+        let mut req = parsed.clone().map_err(GwError::invalid)?;
+        req.model.clone_from(&cand.upstream_model);
+        req.stream = self.stream;
+        let body = Bytes::from(aether_convert::render_request(target, &req));
+        cache.insert(key, body.clone());
+        Ok(body)
+    }
+
     fn trace(&self, cand: &Candidate, ci: usize, ri: u32, started_at: Timestamp) -> AttemptTrace {
         AttemptTrace {
             id: TraceId::new(),
@@ -583,7 +639,12 @@ impl Exchange {
             error_message: None,
             latency_ms: None,
             concurrency: None,
-            conversion: None,
+            conversion: cand.converted.then(|| {
+                format!(
+                    "{}→{}",
+                    self.format, cand.route.endpoint.endpoint.api_format
+                )
+            }),
             started_at,
             finished_at: None,
         }
@@ -605,8 +666,29 @@ impl Exchange {
         let ep = &route.endpoint.endpoint;
         let t0 = Instant::now();
         let mut trace = self.trace(cand, ci, ri, Timestamp::now());
-        let url = upstream::url(ep, self.op, &cand.upstream_model, &self.query);
-        let headers = upstream::headers(&self.headers, ep, &route.key.secret);
+        // The dialect the upstream speaks: errors, streams and usage are read in its terms.
+        let up = ep.api_format.dialect();
+        let url = if cand.converted {
+            let op = upstream_operation(up, self.stream);
+            let query = if up == Dialect::Gemini && self.stream {
+                "alt=sse"
+            } else {
+                ""
+            };
+            upstream::url(ep, op, &cand.upstream_model, query)
+        } else {
+            upstream::url(ep, self.op, &cand.upstream_model, &self.query)
+        };
+        let headers = if cand.converted {
+            // Only dialect-neutral client headers cross to another dialect.
+            let mut neutral = HeaderMap::new();
+            if let Some(ua) = self.headers.get(header::USER_AGENT) {
+                neutral.insert(header::USER_AGENT, ua.clone());
+            }
+            upstream::headers(&neutral, ep, &route.key.secret)
+        } else {
+            upstream::headers(&self.headers, ep, &route.key.secret)
+        };
         let remaining = deadline.saturating_duration_since(t0);
         let first_byte = Duration::from_secs(self.snap.settings.stream_first_byte_timeout_secs());
         let endpoint_timeout = Duration::from_secs(u64::from(ep.timeout));
@@ -690,10 +772,8 @@ impl Exchange {
             .unwrap_or("")
             .to_string();
         let is_sse = content_type.starts_with("text/event-stream");
-        let gemini_array = self.stream
-            && matches!(self.op, Operation::Generate { .. })
-            && !is_sse
-            && content_type.contains("json");
+        let gemini_array =
+            self.stream && up == Dialect::Gemini && !is_sse && content_type.contains("json");
 
         let success_status = (200..300).contains(&status);
         if !(success_status && self.stream && (is_sse || gemini_array)) {
@@ -741,7 +821,43 @@ impl Exchange {
                 }
                 Ok(Ok(b)) => b,
             };
-            let outcome = classify_http(self.dialect, status, &hdr_refs, &bytes);
+            let outcome = classify_http(up, status, &hdr_refs, &bytes);
+            // Usage in the upstream's own terms, read before any conversion.
+            let up_usage = if matches!(outcome, Outcome::Success) {
+                from_response(up, &bytes)
+            } else {
+                None
+            };
+            // A converted success is rendered in the client's dialect; a body that does not
+            // parse as the upstream's dialect is a broken upstream (fail over).
+            let (bytes, hdr_refs) = match (&outcome, cand.converted) {
+                (Outcome::Success, true) => match self.convert_success(up, &bytes) {
+                    Ok(b) => (b, converted_headers(&hdr_refs, self.content_type())),
+                    Err(e) => {
+                        return Err(self
+                            .failed(
+                                cand,
+                                trace,
+                                fin,
+                                Some(status),
+                                "malformed_response",
+                                e,
+                                FailClass::Other,
+                                None,
+                                true,
+                            )
+                            .await);
+                    }
+                },
+                (Outcome::ClientError { .. }, true) => {
+                    let (_, b) = aether_convert::convert_error(self.dialect, status, &bytes);
+                    (
+                        Bytes::from(b),
+                        converted_headers(&hdr_refs, "application/json"),
+                    )
+                }
+                _ => (bytes, hdr_refs),
+            };
             return match outcome {
                 Outcome::Success => {
                     if self.stream {
@@ -756,7 +872,7 @@ impl Exchange {
                     fin.traces.push(trace);
                     self.bind(cand, fin).await;
                     fin.record.ttfb_ms = Some(ms(self.started));
-                    let usage = from_response(route.endpoint.endpoint.api_format.dialect(), &bytes);
+                    let usage = up_usage;
                     if let Some(b) = fin.log.bodies.as_mut() {
                         b.response_headers = Some(relayed_json(&hdr_refs));
                     }
@@ -847,7 +963,7 @@ impl Exchange {
                 }
                 Ok(None) => {
                     units.extend(decoder.end());
-                    if let Some(verdict) = first_verdict(self.dialect, &units) {
+                    if let Some(verdict) = first_verdict(up, &units) {
                         if let FirstEvent::Error { outcome, message } = verdict {
                             let (kind, class, same) = outcome_class(outcome);
                             return Err(self
@@ -931,7 +1047,7 @@ impl Exchange {
                 }
             }
             preread.push(chunk);
-            match first_verdict(self.dialect, &units) {
+            match first_verdict(up, &units) {
                 None => {}
                 Some(FirstEvent::Error { outcome, message }) => {
                     let (kind, class, same) = outcome_class(outcome);
@@ -967,8 +1083,19 @@ impl Exchange {
         if let Some(b) = fin.log.bodies.as_mut() {
             b.response_headers = Some(relayed_json(&hdr_refs));
         }
-        let strip =
-            self.op == Operation::ChatCompletions && self.info.stream_include_usage != Some(true);
+        let strip = !cand.converted
+            && self.op == Operation::ChatCompletions
+            && self.info.stream_include_usage != Some(true);
+        let transcoder = cand.converted.then(|| {
+            fin.usage = StreamUsage::new(up);
+            let t =
+                aether_convert::Transcoder::new(up, self.dialect, self.framing(), MAX_EVENT_BYTES);
+            if self.info.stream_include_usage == Some(true) {
+                t
+            } else {
+                t.without_usage_chunk()
+            }
+        });
         let committed = Committed {
             upstream,
             decoder,
@@ -977,15 +1104,51 @@ impl Exchange {
             strip_usage_chunk: strip,
             idle_timeout: endpoint_timeout,
             dialect: self.dialect,
+            transcoder,
         };
         let owned = std::mem::replace(fin, self.finish());
         // The placeholder left behind must not record anything when it is dropped.
         fin.disarm();
         let stream = relay(committed, owned);
+        let hdr_refs = if cand.converted {
+            converted_headers(&hdr_refs, self.content_type())
+        } else {
+            hdr_refs
+        };
         Ok((
             self.response(status, &hdr_refs, Body::from_stream(stream)),
             Verdict::Success,
         ))
+    }
+
+    /// How a streaming client of this request wants its stream framed.
+    fn framing(&self) -> aether_convert::Framing {
+        if self.dialect == Dialect::Gemini && !self.client_sse {
+            aether_convert::Framing::JsonArray
+        } else {
+            aether_convert::Framing::Sse
+        }
+    }
+
+    /// The content type of a converted answer to this client.
+    fn content_type(&self) -> &'static str {
+        if self.stream && self.framing() == aether_convert::Framing::Sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }
+    }
+
+    /// A converted upstream's whole success body in the client's dialect: a response, or —
+    /// when the client asked for a stream and the upstream answered whole — the equivalent
+    /// stream.
+    fn convert_success(&self, up: Dialect, bytes: &[u8]) -> Result<Bytes, String> {
+        let resp = aether_convert::parse_response(up, bytes).map_err(|e| e.to_string())?;
+        Ok(Bytes::from(if self.stream {
+            aether_convert::stream_of_response(self.dialect, self.framing(), &resp).to_vec()
+        } else {
+            aether_convert::render_response(self.dialect, &resp)
+        }))
     }
 
     /// Marks the route on the record (the request is being served by it).
@@ -1013,6 +1176,20 @@ impl Exchange {
                 )
                 .await;
         }
+    }
+
+    /// Counts what cache affinity did for this request, once, now that a key serves it:
+    /// the bound key (hit), another one (switch: the binding moved), or a first binding.
+    async fn count_affinity(&self, bound: Option<ProviderKeyId>, served: &Candidate) {
+        let key = &served.route.key.key;
+        let outcome = match bound {
+            _ if !self.snap.settings.cache_affinity() => return,
+            Some(b) if b == key.id => AffinityOutcome::Hit,
+            Some(_) => AffinityOutcome::Switch,
+            None if key.cache_ttl_minutes > 0 => AffinityOutcome::New,
+            None => return, // the key keeps no bindings: affinity played no part
+        };
+        self.gw.live().affinity_record(self.format, outcome).await;
     }
 
     /// Records a failed attempt and turns it into a [`Failure`].
@@ -1125,6 +1302,7 @@ impl Exchange {
             cooling: &[],
             exhausted: &[],
             now: self.created,
+            convert: false,
         };
         let Plan { candidates, .. } = plan(&self.snap, &self.caller, &self.model, &ask);
         let mut cache = HashMap::new();
@@ -1228,6 +1406,31 @@ fn client_error_name(k: ClientErrorKind) -> &'static str {
         ClientErrorKind::ContentPolicy => "content_policy",
         ClientErrorKind::RequestTooLarge => "request_too_large",
     }
+}
+
+/// The upstream operation that serves a converted request in dialect `d`.
+const fn upstream_operation(d: Dialect, stream: bool) -> Operation {
+    match d {
+        Dialect::AnthropicMessages => Operation::Messages,
+        Dialect::OpenaiChat => Operation::ChatCompletions,
+        Dialect::OpenaiResponses => Operation::Responses,
+        Dialect::Gemini => Operation::Generate { stream },
+    }
+}
+
+/// Upstream response headers for a converted answer: the upstream's content type and length
+/// no longer describe the body, so the content type is the converted one.
+fn converted_headers<'a>(
+    upstream: &[(&'a str, &'a str)],
+    content_type: &'static str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = upstream
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+        .copied()
+        .collect();
+    out.push(("content-type", content_type));
+    out
 }
 
 fn looks_like_html(chunk: &[u8]) -> bool {

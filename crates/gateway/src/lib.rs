@@ -14,6 +14,7 @@ pub mod limits;
 pub mod models;
 pub mod needs;
 pub mod plan;
+pub mod probe;
 pub mod relay;
 pub mod routes;
 pub mod snapshot;

@@ -25,6 +25,8 @@ pub struct Candidate {
     pub upstream_model: String,
     /// Moved to the front by cache affinity.
     pub affinity: bool,
+    /// The endpoint speaks another wire dialect: the request and its answer are converted.
+    pub converted: bool,
 }
 
 /// A route that cannot serve this request, and why (kept for the attempt trace).
@@ -87,9 +89,10 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Whether an endpoint of `endpoint_format` can take a request of `request_format`, and at
-/// which preference (0 = its own pool; 1 = a CLI request falling back to the plain pool of the
-/// same wire family — an admin with only an API key must still serve Claude Code).
+/// Whether an endpoint of `endpoint_format` can take a request of `request_format` without
+/// conversion, and at which preference (0 = its own pool; 1 = a CLI request falling back to
+/// the plain pool of the same wire family — an admin with only an API key must still serve
+/// Claude Code). Endpoints of other dialects rank 2 when conversion is allowed.
 #[must_use]
 pub fn format_rank(request: ApiFormat, endpoint: ApiFormat) -> Option<u8> {
     if request == endpoint {
@@ -144,6 +147,8 @@ pub struct Ask<'a> {
     /// Providers whose period quota is used up (live figures).
     pub exhausted: &'a [ProviderId],
     pub now: Timestamp,
+    /// Endpoints of other wire dialects may serve the request through conversion.
+    pub convert: bool,
 }
 
 /// Plans the candidates for one request.
@@ -156,6 +161,7 @@ pub fn plan(snap: &Snapshot, caller: &Caller, model: &GlobalModel, ask: &Ask<'_>
         cooling,
         exhausted,
         now,
+        convert,
     } = *ask;
     let mut plan = Plan::default();
     let user = caller.user.as_ref();
@@ -169,8 +175,13 @@ pub fn plan(snap: &Snapshot, caller: &Caller, model: &GlobalModel, ask: &Ask<'_>
         };
         let ep = &route.endpoint.endpoint;
         let key = &route.key.key;
-        let Some(rank) = format_rank(format, ep.api_format) else {
-            continue; // another wire dialect: not a candidate at all (conversion comes later)
+        let converted = ep.api_format.dialect() != format.dialect();
+        let Some(rank) = format_rank(format, ep.api_format).or(if convert && converted {
+            Some(2)
+        } else {
+            None
+        }) else {
+            continue; // another pool of the same dialect, or conversion not allowed
         };
         let provider_allowed = |list: Option<&Vec<aether_domain::ProviderId>>| {
             list.is_none_or(|l| l.contains(&route.provider.id))
@@ -234,10 +245,13 @@ pub fn plan(snap: &Snapshot, caller: &Caller, model: &GlobalModel, ask: &Ask<'_>
                 route: route.clone(),
                 upstream_model: upstream_name(route, caller),
                 affinity: false,
+                converted,
             },
         ));
     }
-    ranked.sort_by_key(|(rank, p1, p2, hash, _)| (*rank, *p1, *p2, *hash));
+    // Priority first; at equal priority the request's own pool, then a CLI request's plain
+    // pool, then other dialects through conversion; then the caller's stable spread.
+    ranked.sort_by_key(|(rank, p1, p2, hash, _)| (*p1, *p2, *rank, *hash));
     plan.candidates = ranked.into_iter().map(|t| t.4).collect();
     if let Some(target) = affinity
         && let Some(i) = plan

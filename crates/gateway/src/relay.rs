@@ -344,6 +344,9 @@ pub struct Committed {
     pub strip_usage_chunk: bool,
     pub idle_timeout: Duration,
     pub dialect: Dialect,
+    /// The upstream speaks another dialect: what the client sees is transcoded (the side
+    /// parser still reads usage from the upstream's own events).
+    pub transcoder: Option<aether_convert::Transcoder>,
 }
 
 struct State {
@@ -391,6 +394,9 @@ impl State {
                     self.fin.log.capture(&b);
                     self.out.extend_from_slice(&b);
                 }
+                if let Some(t) = self.c.transcoder.as_mut() {
+                    self.out.extend_from_slice(&t.finish());
+                }
                 self.fin.complete(UsageStatus::Completed, 200, None, None);
                 self.ended = true;
             }
@@ -402,16 +408,36 @@ impl State {
                 Ok(units) => {
                     let send = self.observe(units).unwrap_or(chunk);
                     self.fin.log.capture(&send);
-                    self.out.extend_from_slice(&send);
+                    match self.c.transcoder.as_mut() {
+                        None => self.out.extend_from_slice(&send),
+                        Some(t) => {
+                            self.out.extend_from_slice(&t.feed(&send));
+                            if t.is_done() {
+                                // The upstream reported an error inside its stream; the
+                                // client got it in its own dialect.
+                                self.fin.complete(
+                                    UsageStatus::Failed,
+                                    502,
+                                    None,
+                                    Some((
+                                        "stream_interrupted",
+                                        "the upstream sent an error event".to_string(),
+                                    )),
+                                );
+                                self.ended = true;
+                            }
+                        }
+                    }
                 }
             },
         }
     }
 
     fn fail(&mut self, kind: ErrorKind, message: String) {
-        let event = match self.c.decoder {
+        let event = match (&mut self.c.transcoder, &self.c.decoder) {
+            (Some(t), _) => t.fail_with(kind, &message),
             // Gemini's JSON-array stream: one more element, the error, and close the array.
-            Decoder::Array(_) => {
+            (None, Decoder::Array(_)) => {
                 let (_, body) = error_body(Dialect::Gemini, kind, &message);
                 let mut b = BytesMut::with_capacity(body.len() + 3);
                 b.extend_from_slice(b",\r\n");
@@ -419,7 +445,7 @@ impl State {
                 b.extend_from_slice(b"]");
                 b.freeze()
             }
-            Decoder::Sse(_) => stream_error_event(self.c.dialect, kind, &message),
+            (None, Decoder::Sse(_)) => stream_error_event(self.c.dialect, kind, &message),
         };
         self.out.extend_from_slice(&event);
         let code = if kind == ErrorKind::Timeout { 504 } else { 502 };
@@ -452,7 +478,10 @@ pub fn relay(
     };
     for b in first {
         state.fin.log.capture(&b);
-        state.out.extend_from_slice(&b);
+        match state.c.transcoder.as_mut() {
+            Some(t) => state.out.extend_from_slice(&t.feed(&b)),
+            None => state.out.extend_from_slice(&b),
+        }
     }
     futures_util::stream::unfold(state, |mut st| async move {
         loop {

@@ -167,6 +167,7 @@ impl App {
             .merge(aether_gateway::routes::router(self.gateway.clone()))
             .merge(aether_console::router(self.admin.clone()))
             .fallback(not_found)
+            .layer(crate::probe::layer(&self.gateway))
             .layer(middleware::from_fn(access_log))
             .layer(middleware::from_fn_with_state(
                 self.live.clone(),

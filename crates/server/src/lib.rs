@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod probe;
 pub mod secrets;
 
 pub use app::App;

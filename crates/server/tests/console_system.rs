@@ -1,12 +1,13 @@
-//! The console's admin "System" pages on the real server: the health monitor, cache affinity,
-//! IP rules, the audit log, announcements and the settings form (with configuration export
-//! and import) — rendered with real data, every form submitted, and refused to non-admins.
+//! The console's admin "System" pages on the real server: the health monitor, cache affinity
+//! (bindings and hit/switch statistics from real gateway requests), IP rules, the audit log,
+//! announcements and the settings form (with configuration export and import and its
+//! summary) — rendered with real data, every form submitted, and refused to non-admins.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
 
-use aether_testkit::MockUpstream;
+use aether_testkit::{MockUpstream, Step};
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
 use reqwest::{Client, StatusCode, redirect};
 use serde_json::{Value, json};
@@ -407,7 +408,7 @@ async fn system_pages_render_and_their_forms_work() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{html}");
-    assert!(html.contains("Configuration imported."), "{html}");
+    assert!(html.contains("Configuration imported ("), "{html}");
     let (_, models) = app
         .get("/api/admin/models/global?search=imported-model", &admin)
         .await;
@@ -474,5 +475,415 @@ async fn system_pages_are_for_admins_only() {
     // Signed out, the pages send to the login.
     let (s, _) = page(&app, &browser(), "/admin/health").await;
     assert_eq!(s, StatusCode::SEE_OTHER);
+    app.stop().await;
+}
+
+/// A Claude request of one client session through the gateway; returns the status.
+async fn session_request(app: &TestApp, key: &str, session: &str) -> StatusCode {
+    let r = app
+        .client
+        .post(format!("{}/v1/messages", app.url))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-claude-code-session-id", session)
+        .json(&json!({ "model": MODEL, "max_tokens": 16,
+                       "messages": [{"role": "user", "content": "Hi"}] }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    r.bytes().await.unwrap();
+    status
+}
+
+/// The `<tr data-format="…">` row of the affinity statistics table.
+fn format_row<'a>(html: &'a str, format: &str) -> &'a str {
+    let table = &html[html
+        .find(r#"class="affinity-formats""#)
+        .expect("the statistics table")..];
+    let row = &table[table
+        .find(&format!(r#"<tr data-format="{format}""#))
+        .unwrap_or_else(|| panic!("a {format} row: {table}"))..];
+    &row[..row.find("</tr>").unwrap()]
+}
+
+fn stat(row: &str, name: &str) -> String {
+    let pattern = format!(r#"data-stat="{name}">"#);
+    let at = row
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("{name} in {row}"))
+        + pattern.len();
+    row[at..].split('<').next().unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_hits_switches_and_new_bindings_are_counted_and_shown() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    app.add_route(
+        &admin,
+        "anthropic",
+        "CLAUDE",
+        &mock.url(),
+        &[("sk-aff-a", 1), ("sk-aff-b", 1)],
+        MODEL,
+        "claude-up",
+        10,
+    )
+    .await;
+    let (_, key) = app.gateway_key(&admin, "sessions@example.com").await;
+    app.wait_for_model(&key, MODEL).await;
+    let c = sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    // Nothing counted yet.
+    let (s, html) = page(&app, &c, "/admin/affinity").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("No requests counted yet."), "{html}");
+    assert!(
+        html.contains(r#"class="affinity-chart""#),
+        "the chart of the hour"
+    );
+    assert_eq!(
+        html.matches(r#"class="aff none""#).count(),
+        60,
+        "60 empty minutes"
+    );
+
+    // Session s1: a first binding, then a hit on the same key.
+    assert_eq!(session_request(&app, &key, "s1").await, StatusCode::OK);
+    assert_eq!(session_request(&app, &key, "s1").await, StatusCode::OK);
+    let served = |mock: &MockUpstream| {
+        (
+            mock.request_count("sk-aff-a"),
+            mock.request_count("sk-aff-b"),
+        )
+    };
+    let (a, b) = served(&mock);
+    assert!(
+        (a, b) == (2, 0) || (a, b) == (0, 2),
+        "one key served both: {a} {b}"
+    );
+    let (bound, other) = if a == 2 {
+        ("sk-aff-a", "sk-aff-b")
+    } else {
+        ("sk-aff-b", "sk-aff-a")
+    };
+    // Another session makes its own binding.
+    assert_eq!(session_request(&app, &key, "s2").await, StatusCode::OK);
+
+    // The bound key fails (its attempt and the affinity retry): another key serves s1 — a
+    // switch — and the session stays there (a hit).
+    mock.script(bound, [Step::status(500), Step::status(500)]);
+    assert_eq!(session_request(&app, &key, "s1").await, StatusCode::OK);
+    assert_eq!(mock.request_count(other), 1, "the other key took over");
+    assert_eq!(session_request(&app, &key, "s1").await, StatusCode::OK);
+    assert_eq!(mock.request_count(other), 2, "s1 stays on its new key");
+
+    // The JSON API: 2 hits, 1 switch, 2 new for CLAUDE; hit rate 2 / 5.
+    let (s, st) = app.get("/api/admin/monitoring/cache/stats", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{st}");
+    let claude = st["formats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["api_format"] == "CLAUDE")
+        .unwrap()
+        .clone();
+    let want = json!({"hits": 2, "switches": 1, "new": 2});
+    assert_eq!(
+        (&claude["window"], &claude["total"]),
+        (&want, &want),
+        "{st}"
+    );
+    assert_eq!(claude["hit_rate"], json!(0.4));
+    assert_eq!(st["window"], want, "every format together");
+    assert_eq!(st["window_minutes"], 60);
+    assert_eq!(st["buckets"].as_array().unwrap().len(), 60);
+    let in_buckets: u64 = st["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            ["hits", "switches", "new"]
+                .iter()
+                .map(|k| b["counts"][k].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(in_buckets, 5, "the buckets hold every counted request");
+    let openai = st["formats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["api_format"] == "OPENAI")
+        .unwrap();
+    assert_eq!(openai["total"], json!({"hits": 0, "switches": 0, "new": 0}));
+    let (s, _) = app
+        .get("/api/admin/monitoring/cache/stats?minutes=15", &admin)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = app
+        .get("/api/admin/monitoring/cache/stats?minutes=0", &admin)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(e.to_string().contains("1 to 60 minutes"), "{e}");
+    let (_, list) = app
+        .get("/api/admin/monitoring/cache/affinities", &admin)
+        .await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "s1 and s2 are bound: {list}"
+    );
+    let (_, user) = app.user_token(&admin, "plain@example.com").await;
+    let (s, _) = app.get("/api/admin/monitoring/cache/stats", &user).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "admins only");
+
+    // The page: hit rate, the CLAUDE row, the bars of the hour.
+    let (_, html) = page(&app, &c, "/admin/affinity").await;
+    let kpi = &html[html.find(r#"data-kpi="hit-rate""#).unwrap()..];
+    assert!(
+        kpi[..kpi.find("</div>").unwrap()].contains("40.0 %"),
+        "{kpi}"
+    );
+    let row = format_row(&html, "CLAUDE");
+    assert_eq!(
+        [
+            stat(row, "hits"),
+            stat(row, "switches"),
+            stat(row, "new"),
+            stat(row, "rate")
+        ],
+        ["2", "1", "2", "40.0 %"]
+    );
+    assert_eq!(stat(row, "total"), "2 / 1 / 2");
+    assert!(
+        !html.contains(r#"<tr data-format="OPENAI""#),
+        "formats without traffic are left out"
+    );
+    for class in ["aff hit", "aff switch", "aff new"] {
+        assert!(html.contains(&format!(r#"class="{class}""#)), "{class} bar");
+    }
+    assert!(html.contains("2 live bindings"), "{html}");
+
+    // Clearing the bindings keeps the counts; with fixed_order nothing more is counted.
+    let token = csrf(&html);
+    let (s, _, _) = submit(&app, &c, "/admin/affinity/clear", &[("csrf", &token)]).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, v) = app
+        .put(
+            "/api/admin/system/configs/scheduling_mode",
+            &admin,
+            json!({"value": "fixed_order"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(session_request(&app, &key, "s1").await, StatusCode::OK);
+    let (_, st) = app.get("/api/admin/monitoring/cache/stats", &admin).await;
+    assert_eq!(st["window"], want, "{st}");
+    let (_, html) = page(&app, &c, "/admin/affinity").await;
+    assert!(
+        html.contains("fixed_order"),
+        "the page says why nothing is bound"
+    );
+    assert_eq!(stat(format_row(&html, "CLAUDE"), "hits"), "2");
+
+    app.stop().await;
+    mock.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// The summary row of one kind of record after an import: (created, updated, skipped) and the
+/// row's HTML.
+fn import_row<'a>(html: &'a str, label: &str) -> ((u32, u32, u32), &'a str) {
+    let row = &html[html
+        .find(&format!(r#"data-import-kind="{label}""#))
+        .unwrap_or_else(|| panic!("{label} in {html}"))..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let n = |what: &str| -> u32 {
+        let at = row.find(&format!(r#"data-count="{what}">"#)).unwrap() + what.len() + 14;
+        row[at..].split('<').next().unwrap().parse().unwrap()
+    };
+    ((n("created"), n("updated"), n("skipped")), row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_import_shows_what_it_created_updated_and_skipped() {
+    // A realistic export: a provider with an endpoint, two keys and a priced model.
+    let source = TestApp::start().await;
+    let admin = source.admin_token().await;
+    let route = source
+        .add_route(
+            &admin,
+            "anthropic",
+            "CLAUDE",
+            "https://api.anthropic.example",
+            &[("sk-primary-key-1", 1)],
+            MODEL,
+            "claude-up",
+            10,
+        )
+        .await;
+    let (s, k) = source
+        .post(
+            &format!("/api/admin/endpoints/{}/keys", route.endpoint_id),
+            &admin,
+            json!({ "api_key": "sk-very-secret-backup", "name": "backup" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let (s, doc) = source
+        .get(
+            "/api/admin/system/config/export?include_secrets=true",
+            &admin,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    source.stop().await;
+
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let c = sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (_, html) = page(&app, &c, "/admin/settings").await;
+    assert!(html.contains("data-import"), "the form the script drives");
+    assert!(html.contains("data-import-status"));
+    let token = csrf(&html);
+    let text = doc.to_string();
+    let import = |mode: &'static str, document: String| {
+        let (c, app, token) = (&c, &app, token.clone());
+        async move {
+            submit(
+                app,
+                c,
+                "/admin/settings/import",
+                &[
+                    ("csrf", &token),
+                    ("document", &document),
+                    ("merge_mode", mode),
+                ],
+            )
+            .await
+        }
+    };
+
+    // A forged form writes nothing.
+    let (s, _, _) = submit(
+        &app,
+        &c,
+        "/admin/settings/import",
+        &[
+            ("csrf", "forged"),
+            ("document", &text),
+            ("merge_mode", "skip"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, providers) = app.get("/api/admin/providers", &admin).await;
+    assert_eq!(providers["total"], 0, "{providers}");
+
+    // Bad input: not JSON, another version — 422 with the message, the text kept.
+    let (s, _, html) = import("skip", "{\"version\": \"1.0\", ".to_string()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("data-import-error"), "{html}");
+    assert!(html.contains("not a configuration document"), "{html}");
+    assert!(
+        html.contains("&quot;version&quot;: &quot;1.0&quot;, </textarea>"),
+        "the text is kept"
+    );
+    let mut v2 = doc.clone();
+    v2["version"] = json!("2.0");
+    let (s, _, html) = import("skip", v2.to_string()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("unsupported configuration version"), "{html}");
+    let (s, _, html) = import("merge", text.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("is not one of skip, overwrite, error"),
+        "{html}"
+    );
+
+    // First import: everything is created, by name; secrets never appear.
+    let (s, _, html) = import("skip", text.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Configuration imported (existing records skipped)."),
+        "{html}"
+    );
+    let (n, row) = import_row(&html, "Global models");
+    assert_eq!(n, (1, 0, 0));
+    assert!(row.contains(&format!("<code>{MODEL}</code>")), "{row}");
+    let (n, row) = import_row(&html, "Providers");
+    assert_eq!(n, (1, 0, 0));
+    assert!(row.contains("<code>anthropic</code>"));
+    assert_eq!(import_row(&html, "Endpoints").0, (1, 0, 0));
+    let (n, row) = import_row(&html, "Upstream keys");
+    assert_eq!(n, (2, 0, 0));
+    assert!(row.contains("anthropic CLAUDE backup"), "{row}");
+    let (n, row) = import_row(&html, "Provider models");
+    assert_eq!(n, (1, 0, 0));
+    assert!(row.contains("anthropic&#x2f;claude-up"), "{row}");
+    assert!(
+        !html.contains("sk-very-secret-backup"),
+        "no secret on the page"
+    );
+    let (_, providers) = app.get("/api/admin/providers", &admin).await;
+    assert_eq!(providers["total"], 1, "{providers}");
+
+    // Again with skip: nothing changes, everything is listed as skipped.
+    let (s, _, html) = import("skip", text.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("— nothing changed."), "{html}");
+    for label in ["Global models", "Providers", "Endpoints", "Provider models"] {
+        let (n, row) = import_row(&html, label);
+        assert_eq!(n, (0, 0, 1), "{label}");
+        assert!(row.contains(r#"data-names="skipped""#), "{row}");
+    }
+    assert_eq!(
+        import_row(&html, "Upstream keys").0,
+        (0, 0, 2),
+        "keys match by value"
+    );
+
+    // error mode stops at the first existing record and writes nothing.
+    let (s, _, html) = import("error", text.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("already exists"), "{html}");
+
+    // overwrite: the changed display name is applied; keys are never overwritten.
+    let mut changed = doc.clone();
+    changed["providers"][0]["display_name"] = json!("Anthropic (imported)");
+    let (s, _, html) = import("overwrite", changed.to_string()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("existing records overwritten"));
+    for label in ["Global models", "Providers", "Endpoints", "Provider models"] {
+        assert_eq!(import_row(&html, label).0, (0, 1, 0), "{label}");
+    }
+    assert_eq!(import_row(&html, "Upstream keys").0, (0, 0, 2));
+    assert!(
+        html.contains(r#"<option value="overwrite" selected>"#),
+        "the mode is kept"
+    );
+    let (_, providers) = app.get("/api/admin/providers", &admin).await;
+    assert_eq!(
+        providers["items"][0]["display_name"],
+        "Anthropic (imported)"
+    );
+
+    // The JSON API reports the same, by name.
+    let mut api_doc = doc.clone();
+    api_doc["merge_mode"] = json!("skip");
+    let (s, r) = app
+        .post("/api/admin/system/config/import", &admin, api_doc)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(
+        r["stats"]["items"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"kind": "provider", "name": "anthropic", "action": "skipped"})),
+        "{r}"
+    );
+
     app.stop().await;
 }

@@ -254,7 +254,11 @@ fn synthesised_trace(r: &UsageRecord) -> Option<AttemptTrace> {
         error_message: None,
         latency_ms: r.latency_ms,
         concurrency: None,
-        conversion: None,
+        // The conversion that ran follows from the two formats (as the relay names it).
+        conversion: r
+            .endpoint_api_format
+            .filter(|f| f.dialect() != r.api_format.dialect())
+            .map(|f| format!("{}→{f}", r.api_format)),
         started_at: r.created_at,
         finished_at: Some(r.updated_at),
     })

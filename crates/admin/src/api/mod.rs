@@ -5,11 +5,13 @@
 //! a valid access token except the explicit public ones (login, refresh, register); admin
 //! routes take an [`AdminUser`](crate::auth::AdminUser) argument, which checks the role.
 
+mod affinity;
 mod auth;
 mod health;
 mod keys;
 mod me;
 mod models;
+mod probe;
 mod providers;
 mod system;
 mod usage;
@@ -121,6 +123,7 @@ impl Paging {
         (name = "api-keys", description = "Standalone keys and balances (admin)"),
         (name = "providers", description = "Providers, endpoints, upstream keys, provider models (admin)"),
         (name = "health", description = "Upstream key health: breakers, learned limits, the health timeline (admin)"),
+        (name = "cache", description = "Cache affinity: live bindings, clearing, hit/switch statistics (admin)"),
         (name = "models", description = "Global models and pricing (admin)"),
         (name = "system", description = "Settings, configuration import/export, IP rules, audit log (admin)"),
         (name = "usage", description = "Usage records, totals, breakdowns and the activity heatmap (admin: all; /api/users/me: your own)"),
@@ -149,9 +152,11 @@ fn routes() -> OpenApiRouter<Admin> {
         .merge(users::routes())
         .merge(keys::routes())
         .merge(providers::routes())
+        .merge(probe::routes())
         .merge(models::routes())
         .merge(system::routes())
         .merge(health::routes())
+        .merge(affinity::routes())
         .merge(usage::routes())
 }
 

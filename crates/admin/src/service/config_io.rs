@@ -14,7 +14,7 @@ use aether_domain::entities::{
     ProviderModel,
 };
 use aether_domain::pricing::{PriceTier, TieredPricing};
-use aether_domain::secret::sha256_hex;
+use aether_domain::secret::{mask, sha256_hex};
 use aether_domain::{
     ApiFormat, EndpointId, GlobalModelId, Multiplier, ProviderId, ProviderKeyId, ProviderModelId,
     Timestamp, Usd,
@@ -198,7 +198,7 @@ pub struct Counts {
     pub skipped: u32,
 }
 
-/// What an import did (the original's `stats` shape).
+/// What an import did (the original's `stats` shape, plus each record by name).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ImportStats {
     pub global_models: Counts,
@@ -208,6 +208,58 @@ pub struct ImportStats {
     pub models: Counts,
     /// Records left out, and why.
     pub errors: Vec<String>,
+    /// Every record counted above, in document order.
+    pub items: Vec<ImportItem>,
+}
+
+/// Which kind of record an [`ImportItem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportKind {
+    GlobalModel,
+    Provider,
+    Endpoint,
+    Key,
+    Model,
+}
+
+/// What the import did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportAction {
+    Created,
+    Updated,
+    Skipped,
+}
+
+/// One record of the document and what became of it. Names: a global model's name, a
+/// provider's (slug) name, `provider FORMAT` for an endpoint, `provider FORMAT key-name` for a
+/// key (its name or masked form — never the secret), `provider/model` for a provider model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ImportItem {
+    pub kind: ImportKind,
+    pub name: String,
+    pub action: ImportAction,
+}
+
+impl ImportStats {
+    /// Counts a record and remembers its name.
+    fn note(&mut self, kind: ImportKind, action: ImportAction, name: String) {
+        let counts = match kind {
+            ImportKind::GlobalModel => &mut self.global_models,
+            ImportKind::Provider => &mut self.providers,
+            ImportKind::Endpoint => &mut self.endpoints,
+            ImportKind::Key => &mut self.keys,
+            ImportKind::Model => &mut self.models,
+        };
+        let n = match action {
+            ImportAction::Created => &mut counts.created,
+            ImportAction::Updated => &mut counts.updated,
+            ImportAction::Skipped => &mut counts.skipped,
+        };
+        *n += 1;
+        self.items.push(ImportItem { kind, name, action });
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,7 +628,13 @@ impl Admin {
             .unwrap_or_default();
             match existing_globals.get(&g.name) {
                 Some(old) => match mode {
-                    MergeMode::Skip => stats.global_models.skipped += 1,
+                    MergeMode::Skip => {
+                        stats.note(
+                            ImportKind::GlobalModel,
+                            ImportAction::Skipped,
+                            g.name.clone(),
+                        );
+                    }
                     MergeMode::Error => {
                         return Err(ApiError::Conflict(format!(
                             "global model `{}` already exists",
@@ -594,7 +652,11 @@ impl Admin {
                         m.is_active = g.is_active;
                         m.updated_at = now;
                         plan.push(ConfigChange::UpdateGlobalModel(m));
-                        stats.global_models.updated += 1;
+                        stats.note(
+                            ImportKind::GlobalModel,
+                            ImportAction::Updated,
+                            g.name.clone(),
+                        );
                     }
                 },
                 None => {
@@ -622,7 +684,11 @@ impl Admin {
                     };
                     global_ids.insert(m.name.clone(), m.id);
                     plan.push(ConfigChange::InsertGlobalModel(m));
-                    stats.global_models.created += 1;
+                    stats.note(
+                        ImportKind::GlobalModel,
+                        ImportAction::Created,
+                        g.name.clone(),
+                    );
                 }
             }
         }
@@ -657,7 +723,9 @@ impl Admin {
                                 "provider `{name}` already exists"
                             )));
                         }
-                        MergeMode::Skip => stats.providers.skipped += 1,
+                        MergeMode::Skip => {
+                            stats.note(ImportKind::Provider, ImportAction::Skipped, name.clone());
+                        }
                         MergeMode::Overwrite => {
                             let mut v = old.clone();
                             v.display_name = p.display_name.clone().unwrap_or(v.display_name);
@@ -672,7 +740,7 @@ impl Admin {
                             v.config = object(p.config.clone());
                             v.updated_at = now;
                             plan.push(ConfigChange::UpdateProvider(v));
-                            stats.providers.updated += 1;
+                            stats.note(ImportKind::Provider, ImportAction::Updated, name.clone());
                         }
                     }
                     // As in the original: a skipped provider's endpoints, keys and models are
@@ -701,7 +769,7 @@ impl Admin {
                     };
                     let id = v.id;
                     plan.push(ConfigChange::InsertProvider(v));
-                    stats.providers.created += 1;
+                    stats.note(ImportKind::Provider, ImportAction::Created, name.clone());
                     id
                 }
             };
@@ -741,7 +809,13 @@ impl Admin {
                                     "provider `{name}` already has a {format} endpoint"
                                 )));
                             }
-                            MergeMode::Skip => stats.endpoints.skipped += 1,
+                            MergeMode::Skip => {
+                                stats.note(
+                                    ImportKind::Endpoint,
+                                    ImportAction::Skipped,
+                                    format!("{name} {format}"),
+                                );
+                            }
                             MergeMode::Overwrite => {
                                 let mut v = old.clone();
                                 v.base_url = base_url;
@@ -755,7 +829,11 @@ impl Admin {
                                 v.config = object(e.config.clone());
                                 v.updated_at = now;
                                 plan.push(ConfigChange::UpdateEndpoint(v));
-                                stats.endpoints.updated += 1;
+                                stats.note(
+                                    ImportKind::Endpoint,
+                                    ImportAction::Updated,
+                                    format!("{name} {format}"),
+                                );
                             }
                         }
                         old.id
@@ -779,7 +857,11 @@ impl Admin {
                         };
                         let id = v.id;
                         plan.push(ConfigChange::InsertEndpoint(v));
-                        stats.endpoints.created += 1;
+                        stats.note(
+                            ImportKind::Endpoint,
+                            ImportAction::Created,
+                            format!("{name} {format}"),
+                        );
                         id
                     }
                 };
@@ -800,12 +882,36 @@ impl Admin {
                         stats.errors.push(format!("provider `{name}` endpoint {format}: a key has no `api_key` (exported without secrets?); skipped"));
                         continue;
                     };
+                    let key_name = k
+                        .name
+                        .clone()
+                        .filter(|n| !n.trim().is_empty())
+                        .unwrap_or_else(|| mask(plain));
                     if !fingerprints.insert(sha256_hex(plain.as_bytes())) {
-                        stats.keys.skipped += 1;
+                        stats.note(
+                            ImportKind::Key,
+                            ImportAction::Skipped,
+                            format!("{name} {format} {key_name}"),
+                        );
                         continue;
                     }
-                    let (secret_sealed, secret_fingerprint, api_key_masked) =
-                        self.seal_secret(plain)?;
+                    let (secret_sealed, secret_fingerprint, api_key_masked) = match self
+                        .seal_secret(plain)
+                    {
+                        Ok(sealed) => sealed,
+                        Err(ApiError::Invalid { message, .. }) => {
+                            stats.errors.push(format!(
+                                    "provider `{name}` endpoint {format} key `{key_name}`: {message}; skipped"
+                                ));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    stats.note(
+                        ImportKind::Key,
+                        ImportAction::Created,
+                        format!("{name} {format} {key_name}"),
+                    );
                     plan.push(ConfigChange::InsertProviderKey(ProviderKey {
                         id: ProviderKeyId::new(),
                         endpoint_id,
@@ -833,7 +939,6 @@ impl Admin {
                         created_at: now,
                         updated_at: now,
                     }));
-                    stats.keys.created += 1;
                 }
             }
 
@@ -898,12 +1003,22 @@ impl Admin {
                                 m.provider_model_name
                             )));
                         }
-                        MergeMode::Skip => stats.models.skipped += 1,
+                        MergeMode::Skip => {
+                            stats.note(
+                                ImportKind::Model,
+                                ImportAction::Skipped,
+                                format!("{name}/{}", m.provider_model_name),
+                            );
+                        }
                         MergeMode::Overwrite => {
                             let mut pm = old.clone();
                             fill(&mut pm);
                             plan.push(ConfigChange::UpdateProviderModel(pm));
-                            stats.models.updated += 1;
+                            stats.note(
+                                ImportKind::Model,
+                                ImportAction::Updated,
+                                format!("{name}/{}", m.provider_model_name),
+                            );
                         }
                     },
                     None => {
@@ -927,7 +1042,11 @@ impl Admin {
                         };
                         fill(&mut pm);
                         plan.push(ConfigChange::InsertProviderModel(pm));
-                        stats.models.created += 1;
+                        stats.note(
+                            ImportKind::Model,
+                            ImportAction::Created,
+                            format!("{name}/{}", m.provider_model_name),
+                        );
                     }
                 }
             }

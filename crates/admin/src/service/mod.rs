@@ -6,6 +6,7 @@ pub mod config_io;
 pub mod health;
 pub mod keys;
 pub mod models;
+pub mod probe;
 pub mod providers;
 pub mod system;
 pub mod usage;

@@ -57,19 +57,20 @@ const MAX_ROWS: usize = 50;
 /// The field at fault and why.
 type FieldError = (String, String);
 
-/// One row of the pricing editor, as typed (or as stored, formatted).
+/// One row of the pricing editor, as typed (or as stored, formatted). The provider page's
+/// price override uses the same editor and parsing.
 #[derive(Debug, Clone, Default, Serialize)]
-struct TierRow {
-    up_to: String,
-    input: String,
-    output: String,
-    cache_5m: String,
-    cache_1h: String,
-    cache_read: String,
+pub(super) struct TierRow {
+    pub(super) up_to: String,
+    pub(super) input: String,
+    pub(super) output: String,
+    pub(super) cache_5m: String,
+    pub(super) cache_1h: String,
+    pub(super) cache_read: String,
 }
 
 impl TierRow {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         [
             &self.up_to,
             &self.input,
@@ -82,7 +83,7 @@ impl TierRow {
         .all(|s| s.trim().is_empty())
     }
 
-    fn of(t: &PriceTier) -> Self {
+    pub(super) fn of(t: &PriceTier) -> Self {
         let s = |u: Option<Usd>| u.map(|u| u.to_string()).unwrap_or_default();
         Self {
             up_to: t.up_to.map(|n| n.to_string()).unwrap_or_default(),
@@ -121,7 +122,7 @@ const PREFIXES: [&str; 6] = [
 ];
 
 /// The editor rows of a submitted form, in index order (non-empty ones only).
-fn submitted_rows(f: &Fields) -> Vec<TierRow> {
+pub(super) fn submitted_rows(f: &Fields) -> Vec<TierRow> {
     let mut indices = BTreeSet::new();
     for key in f.keys() {
         for p in PREFIXES {
@@ -148,7 +149,7 @@ fn submitted_rows(f: &Fields) -> Vec<TierRow> {
 }
 
 /// A price typed in field `key`: empty is `None`, anything but a decimal amount an error.
-fn price(v: &str, key: String) -> Result<Option<Usd>, FieldError> {
+pub(super) fn price(v: &str, key: String) -> Result<Option<Usd>, FieldError> {
     let v = v.trim().trim_start_matches('$').trim();
     if v.is_empty() {
         return Ok(None);
@@ -165,7 +166,7 @@ fn price(v: &str, key: String) -> Result<Option<Usd>, FieldError> {
 
 /// The pricing the rows describe (row `i` is the `i`-th rendered row), or the field at fault.
 /// No rows at all is no pricing.
-fn pricing(rows: &[TierRow]) -> Result<Option<TieredPricing>, FieldError> {
+pub(super) fn pricing(rows: &[TierRow]) -> Result<Option<TieredPricing>, FieldError> {
     let mut tiers = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let input = price(&r.input, format!("input_{i}"))?;
@@ -363,6 +364,7 @@ async fn render_model(
         "models",
         context! {
             m => m, providers => providers, rows => rows,
+            cross_default => c.admin.settings().allow_cross_format(),
             ..retry_context(retry.as_ref())
         },
     ))
@@ -393,9 +395,31 @@ async fn update_model(
         let tiers = pricing(&rows)?;
         let per_request = price(text(&f, "price_per_request"), "price_per_request".into())?;
         let display = text(&f, "display_name");
+        let mut caps = c
+            .admin
+            .get_global_model(id)
+            .await
+            .map_err(|e| service_error(&e))?
+            .capabilities;
+        caps.streaming = f.contains_key("cap_streaming");
+        caps.vision = f.contains_key("cap_vision");
+        caps.function_calling = f.contains_key("cap_function_calling");
+        caps.extended_thinking = f.contains_key("cap_extended_thinking");
+        caps.allow_cross_format = match text(&f, "allow_cross_format") {
+            "" | "default" => None,
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => {
+                return Err((
+                    "allow_cross_format".to_string(),
+                    "choose the system default, allowed or not allowed".to_string(),
+                ));
+            }
+        };
         // `null` clears pricing (double options), so the patch is written as JSON.
         let patch: GlobalModelPatch = serde_json::from_value(json!({
             "display_name": Some(display).filter(|s| !s.is_empty()),
+            "capabilities": caps,
             "supported_capabilities": capability_list(&f),
             "default_tiered_pricing": tiers,
             "default_price_per_request": per_request,

@@ -1,20 +1,24 @@
 //! The admin "System" pages: the health monitor (one SVG timeline per API format), live cache
-//! affinity, IP rules, the audit log, announcements, and the settings form generated from the
+//! affinity with its hit/switch statistics (an SVG bar per minute of the last hour), IP rules, the audit log, announcements, and the settings form generated from the
 //! settings declaration (with configuration export and import).
 
 use std::fmt::Write as _;
 
 use aether_admin::ApiError;
 use aether_admin::auth::CallerIp;
-use aether_admin::service::config_io::{ExportV1, ImportStats, MergeMode};
+use aether_admin::service::affinity::AffinityStatsView;
+use aether_admin::service::config_io::{
+    ExportV1, ImportAction, ImportKind, ImportStats, MergeMode,
+};
 use aether_admin::service::health::TimelineQuery;
 use aether_admin::service::system::{NewAnnouncement, NewIpRule, SettingView};
+use aether_coord::AffinityBucket;
 use aether_domain::entities::{AnnouncementKind, HealthBucket, HealthState, IpAction};
 use aether_domain::settings::{self, SettingKind};
 use aether_domain::{AnnouncementId, ApiFormat, IpRuleId, Timestamp};
 use aether_store::{AuditFilter, Page};
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -72,7 +76,11 @@ pub fn routes() -> Router<Console> {
         )
         .route("/admin/settings", get(settings_page).post(save_settings))
         .route("/admin/settings/export", get(export_config))
-        .route("/admin/settings/import", post(import_config))
+        .route(
+            "/admin/settings/import",
+            // A pasted or chosen export may be large (the JSON API takes up to 16 MiB too).
+            post(import_config).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
+        )
 }
 
 /// The field an error is about (for `field_error`), or `""` for a form-level message.
@@ -205,6 +213,92 @@ struct AffinityParams {
     cleared: Option<String>,
 }
 
+/// `75.0` for a 0–1 rate.
+fn pct(rate: Option<f64>) -> Option<String> {
+    rate.map(|r| format!("{:.1}", r * 100.0))
+}
+
+/// One stacked bar per minute (hits at the bottom, then switches, then new), scaled to the
+/// busiest minute, each with a tooltip of its time and counts; an empty minute is a hairline.
+fn affinity_svg(buckets: &[AffinityBucket]) -> String {
+    let (w, gap, h) = (8u64, 2u64, 48u64);
+    let max = buckets
+        .iter()
+        .map(|b| b.counts.total())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let n = u64::try_from(buckets.len()).unwrap_or(0);
+    let mut s = format!(
+        r#"<svg class="affinity-chart" viewBox="0 0 {} {h}" preserveAspectRatio="none" role="img" aria-label="Cache affinity per minute, oldest first: hits, switches and new bindings">"#,
+        n * (w + gap)
+    );
+    // The top of a stack holding `cum` requests (integer scaling, so stacks never overflow).
+    let top = |cum: u64| h - cum.saturating_mul(h) / max;
+    for (i, b) in (0u64..).zip(buckets) {
+        let c = b.counts;
+        let x = i * (w + gap);
+        let _ = write!(
+            s,
+            r#"<g><title>{} UTC · {} hits, {} switches, {} new</title>"#,
+            minute(Timestamp::from_millis(b.start_ms)),
+            c.hits,
+            c.switches,
+            c.new
+        );
+        if c.total() == 0 {
+            let _ = write!(
+                s,
+                r#"<rect x="{x}" y="{}" width="{w}" height="1" class="aff none"/>"#,
+                h - 1
+            );
+        }
+        let mut cum = 0;
+        for (count, class) in [(c.hits, "hit"), (c.switches, "switch"), (c.new, "new")] {
+            if count == 0 {
+                continue;
+            }
+            let (y0, y1) = (top(cum), top(cum + count));
+            cum += count;
+            let _ = write!(
+                s,
+                r#"<rect x="{x}" y="{y1}" width="{w}" height="{}" class="aff {class}"/>"#,
+                (y0 - y1).max(1)
+            );
+        }
+        s.push_str("</g>");
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn affinity_stats_context(st: &AffinityStatsView) -> minijinja::Value {
+    let rows: Vec<_> = st
+        .formats
+        .iter()
+        .filter(|f| f.total.total() > 0)
+        .map(|f| {
+            context! {
+                format => f.api_format.as_str(),
+                window => f.window, total => f.total,
+                window_count => f.window.total(),
+                rate => pct(f.hit_rate),
+                total_rate => pct(f.total.hit_rate()),
+            }
+        })
+        .collect();
+    context! {
+        rows => rows,
+        window => st.window, total => st.total,
+        window_count => st.window.total(), total_count => st.total.total(),
+        rate => pct(st.hit_rate), total_rate => pct(st.total.hit_rate()),
+        minutes => st.window_minutes,
+        since => minute(st.since), window_start => minute(st.window_start),
+        until => minute(Timestamp::now()),
+        svg => affinity_svg(&st.buckets),
+    }
+}
+
 async fn affinity(
     State(c): State<Console>,
     AdminViewer(v): AdminViewer,
@@ -214,12 +308,18 @@ async fn affinity(
         Ok(b) => (b, None),
         Err(e) => (Vec::new(), Some(message(&e))),
     };
+    let stats = c
+        .admin
+        .affinity_stats(None)
+        .await
+        .ok()
+        .map(|st| affinity_stats_context(&st));
     let html = c.views.page(
         &v,
         "admin/affinity.html",
         "affinity",
         context! {
-            bindings => bindings, error => error,
+            bindings => bindings, error => error, stats => stats,
             cleared => q.cleared.is_some(),
             enabled => c.admin.settings().cache_affinity(),
         },
@@ -755,6 +855,47 @@ struct SettingsExtra {
     import_mode: String,
 }
 
+/// Names listed per kind and action in the import summary; the rest are counted.
+const IMPORT_NAMES_SHOWN: usize = 12;
+
+/// The import summary: per kind of record its counts and the names behind them.
+fn import_summary(st: &ImportStats) -> minijinja::Value {
+    let kinds = [
+        (ImportKind::GlobalModel, "Global models", st.global_models),
+        (ImportKind::Provider, "Providers", st.providers),
+        (ImportKind::Endpoint, "Endpoints", st.endpoints),
+        (ImportKind::Key, "Upstream keys", st.keys),
+        (ImportKind::Model, "Provider models", st.models),
+    ];
+    let rows: Vec<_> = kinds
+        .iter()
+        .map(|(kind, label, counts)| {
+            let names = |action: ImportAction| {
+                let all: Vec<&str> = st
+                    .items
+                    .iter()
+                    .filter(|i| i.kind == *kind && i.action == action)
+                    .map(|i| i.name.as_str())
+                    .collect();
+                let more = all.len().saturating_sub(IMPORT_NAMES_SHOWN);
+                context! {
+                    shown => all.iter().take(IMPORT_NAMES_SHOWN).collect::<Vec<_>>(),
+                    more => more,
+                }
+            };
+            context! {
+                label => label, created => counts.created, updated => counts.updated,
+                skipped => counts.skipped,
+                created_names => names(ImportAction::Created),
+                updated_names => names(ImportAction::Updated),
+                skipped_names => names(ImportAction::Skipped),
+            }
+        })
+        .collect();
+    let changed = st.items.iter().any(|i| i.action != ImportAction::Skipped);
+    context! { rows => rows, errors => st.errors, changed => changed }
+}
+
 fn render_settings(c: &Console, v: &Viewer, x: SettingsExtra) -> Html<String> {
     let groups = fields(c.admin.list_settings(), &x.submitted, &x.errors);
     c.views.page(
@@ -763,7 +904,8 @@ fn render_settings(c: &Console, v: &Viewer, x: SettingsExtra) -> Html<String> {
         "settings",
         context! {
             groups => groups, saved => x.saved, failed => x.errors.len(),
-            import_result => x.import_result, import_error => x.import_error,
+            import_result => x.import_result.as_ref().map(import_summary),
+            import_error => x.import_error,
             import_document => x.import_document,
             import_mode => if x.import_mode.is_empty() { "skip".to_string() } else { x.import_mode },
         },

@@ -1,4 +1,4 @@
-//! Sign-in and sign-out, the dashboards, the user's keys, users and the provider list.
+//! Sign-in and sign-out, the dashboards, the user's keys and the provider list.
 //!
 //! Conventions for every page module: handlers call the management services directly (the
 //! same ones the JSON API uses), render a template with `c.views.page(&viewer, name, nav,
@@ -10,10 +10,9 @@ use aether_admin::ApiError;
 use aether_admin::auth::CallerIp;
 use aether_admin::service::keys::NewKey;
 use aether_admin::service::providers::{NewProvider, ProviderPatch};
-use aether_admin::service::users::NewUser;
-use aether_domain::entities::{QuotaPeriod, Role};
-use aether_domain::{ProviderId, Usd};
-use aether_store::{ApiKeyFilter, Page, ProviderFilter, UserFilter};
+use aether_domain::ProviderId;
+use aether_domain::entities::Role;
+use aether_store::{ApiKeyFilter, Page, ProviderFilter};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -41,10 +40,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/admin/dashboard.html"),
     ),
     (
-        "admin/users.html",
-        include_str!("../../templates/admin/users.html"),
-    ),
-    (
         "admin/providers.html",
         include_str!("../../templates/admin/providers.html"),
     ),
@@ -57,7 +52,6 @@ pub fn routes() -> Router<Console> {
         .route("/", get(user_dashboard))
         .route("/keys", get(user_keys).post(create_user_key))
         .route("/admin", get(admin_dashboard))
-        .route("/admin/users", get(admin_users).post(create_user))
         .route(
             "/admin/providers",
             get(admin_providers).post(create_provider),
@@ -354,118 +348,12 @@ pub(super) fn page_of(q: &ListQuery) -> (Page, u32) {
     )
 }
 
-async fn users_page(
-    c: &Console,
-    v: &Viewer,
-    q: &ListQuery,
-    form_error: Option<(String, String)>,
-) -> axum::response::Html<String> {
-    let (page, n) = page_of(q);
-    let users = c
-        .admin
-        .list_users(
-            &UserFilter {
-                search: q.search.clone().filter(|s| !s.is_empty()),
-                ..UserFilter::default()
-            },
-            page,
-        )
-        .await;
-    let (items, total) = users.map_or((Vec::new(), 0), |p| (p.items, p.total));
-    c.views.page(
-        v,
-        "admin/users.html",
-        "users",
-        context! {
-            users => items, total => total, page => n,
-            pages => pages(total),
-            search => q.search.clone().unwrap_or_default(),
-            error_field => form_error.as_ref().map(|e| e.0.clone()),
-            error => form_error.map(|e| e.1),
-        },
-    )
-}
-
-async fn admin_users(
-    State(c): State<Console>,
-    AdminViewer(v): AdminViewer,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let html = users_page(&c, &v, &q, None).await;
-    v.finish(html)
-}
-
-#[derive(Deserialize)]
-struct NewUserForm {
-    #[serde(default)]
-    csrf: String,
-    email: String,
-    password: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    quota_usd: String,
-    #[serde(default)]
-    quota_period: String,
-}
-
-async fn create_user(
-    State(c): State<Console>,
-    AdminViewer(v): AdminViewer,
-    Form(f): Form<NewUserForm>,
-) -> Response {
-    if let Some(r) = v.refuse_csrf(&c, &f.csrf) {
-        return r;
-    }
-    let quota = f.quota_usd.trim();
-    let quota: Result<Option<Usd>, String> = if quota.is_empty() {
-        Ok(None)
-    } else {
-        quota
-            .parse::<Usd>()
-            .map(Some)
-            .map_err(|_| "a decimal amount in USD, e.g. 25 or 12.50".to_string())
-    };
-    let result = match quota {
-        Err(m) => Err(("quota_usd".to_string(), m)),
-        Ok(quota) => {
-            let n = serde_json::json!({
-                "email": f.email.trim(),
-                "password": f.password,
-                "role": if f.role == "admin" { "admin" } else { "user" },
-                "quota_usd": quota,
-                "quota_period": if f.quota_period.is_empty() { QuotaPeriod::None.as_str() } else { f.quota_period.as_str() },
-            });
-            match serde_json::from_value::<NewUser>(n) {
-                Err(e) => Err((String::new(), e.to_string())),
-                Ok(n) => c
-                    .admin
-                    .create_user(&v.who.actor(), n)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| match &e {
-                        ApiError::Invalid { field, .. } => {
-                            (field.unwrap_or_default().to_string(), message(&e))
-                        }
-                        _ => (String::new(), message(&e)),
-                    }),
-            }
-        }
-    };
-    match result {
-        Ok(()) => v.finish(Redirect::to("/admin/users")),
-        Err(err) => {
-            let html = users_page(&c, &v, &ListQuery::default(), Some(err)).await;
-            v.finish((StatusCode::UNPROCESSABLE_ENTITY, html))
-        }
-    }
-}
-
 async fn providers_page(
     c: &Console,
     v: &Viewer,
     q: &ListQuery,
     form_error: Option<(String, String)>,
+    saved: Option<&str>,
 ) -> axum::response::Html<String> {
     let (page, n) = page_of(q);
     let providers = c
@@ -479,6 +367,8 @@ async fn providers_page(
         )
         .await;
     let (items, total) = providers.map_or((Vec::new(), 0), |p| (p.items, p.total));
+    // Health chips, the priority dialog and flash messages (admin_providers.rs).
+    let extra = super::admin_providers::list_extras(c, &items, saved).await;
     c.views.page(
         v,
         "admin/providers.html",
@@ -489,6 +379,7 @@ async fn providers_page(
             search => q.search.clone().unwrap_or_default(),
             error_field => form_error.as_ref().map(|e| e.0.clone()),
             error => form_error.map(|e| e.1),
+            ..extra
         },
     )
 }
@@ -497,8 +388,9 @@ async fn admin_providers(
     State(c): State<Console>,
     AdminViewer(v): AdminViewer,
     Query(q): Query<ListQuery>,
+    Query(flash): Query<super::admin_providers::ListFlash>,
 ) -> Response {
-    let html = providers_page(&c, &v, &q, None).await;
+    let html = providers_page(&c, &v, &q, None, flash.saved.as_deref()).await;
     v.finish(html)
 }
 
@@ -561,7 +453,7 @@ async fn create_provider(
     match result {
         Ok(()) => v.finish(Redirect::to("/admin/providers")),
         Err(err) => {
-            let html = providers_page(&c, &v, &ListQuery::default(), Some(err)).await;
+            let html = providers_page(&c, &v, &ListQuery::default(), Some(err), None).await;
             v.finish((StatusCode::UNPROCESSABLE_ENTITY, html))
         }
     }

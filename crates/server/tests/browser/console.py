@@ -218,6 +218,19 @@ try:
     if USER not in body():
         fail("the new user is not in the list")
     shot("admin-users")
+
+    step("every detail page renders with real data")
+    details = [driver.find_element(By.XPATH, f"//a[contains(., '{USER}')]").get_attribute("href")]
+    go("/admin/providers")
+    provider = driver.find_element(By.CSS_SELECTOR, "tr[data-provider='browser-made'] a").get_attribute("href")
+    details += [provider, provider + "/test", provider + "/upstream-models"]
+    go("/admin/models")
+    details.append(driver.find_element(By.CSS_SELECTOR, "tr[data-model='browser-model'] a").get_attribute("href"))
+    for href in details:
+        driver.get(href)
+        if not rendered_ok():
+            fail(f"{href} did not render")
+    print(f"    {len(details)} detail pages", flush=True)
     logout()
 
     step("the user signs in, cannot open admin pages, and creates a key shown once")
