@@ -35,7 +35,7 @@ pub struct LimitChange {
     pub reason: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)] // Serialize: kept as JSON in Redis
 pub struct Adaptive {
     pub limit: u32,
     last_429_ms: Option<i64>,

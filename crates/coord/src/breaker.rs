@@ -58,7 +58,7 @@ pub struct BreakerView {
     pub consecutive_failures: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)] // Serialize: kept as JSON in Redis
 pub struct Breaker {
     window: VecDeque<(i64, bool)>,
     state: BreakerState,

@@ -1,6 +1,6 @@
 //! Live state shared by every request: what must be seen alike by all requests of one process
 //! — and, in cluster mode, of every instance. One trait, [`LiveState`]; this crate's
-//! [`Local`] keeps it in memory. A Redis implementation backs the same trait in cluster mode,
+//! [`Local`] keeps it in memory; [`RedisLive`] backs the same trait in cluster mode,
 //! so every operation is shaped to be one atomic round trip (a Lua script there, one mutex
 //! section here):
 //!
@@ -17,6 +17,9 @@
 
 pub mod adaptive;
 pub mod breaker;
+pub mod redis;
+
+pub use crate::redis::{RedisConfig, RedisLive};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -764,10 +767,13 @@ impl LiveState for Local {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::breaker::BreakerState;
 
-    #[tokio::test]
-    async fn bindings_expire_and_can_be_dropped() {
-        let s = Local::default();
+    /// Makes the state under test with a manual clock at the given ms.
+    type Make<'a> = &'a dyn Fn(i64) -> (Arc<ManualClock>, Arc<dyn LiveState>);
+
+    async fn bindings_expire_and_can_be_dropped(mk: Make<'_>) {
+        let (_, s) = mk(0);
         let k = AffinityKey {
             api_key: ApiKeyId::new(),
             format: ApiFormat::Claude,
@@ -796,9 +802,8 @@ mod tests {
         assert_eq!(s.affinity_get(&k).await, None, "expired");
     }
 
-    #[tokio::test]
-    async fn bindings_can_be_listed_and_cleared() {
-        let s = Local::default();
+    async fn bindings_can_be_listed_and_cleared(mk: Make<'_>) {
+        let (_, s) = mk(0);
         let key = |session: Option<&str>| AffinityKey {
             api_key: ApiKeyId::new(),
             format: ApiFormat::OpenaiCli,
@@ -838,10 +843,8 @@ mod tests {
         assert_eq!(s.affinity_get(&b).await, None);
     }
 
-    #[tokio::test]
-    async fn affinity_outcomes_are_counted_per_format_and_minute() {
-        let clock = ManualClock::at(1_000 * 60_000 + 30_000); // half-way into minute 1000
-        let s = Local::with_clock(clock.clone());
+    async fn affinity_outcomes_are_counted_per_format_and_minute(mk: Make<'_>) {
+        let (clock, s) = mk(1_000 * 60_000 + 30_000); // half-way into minute 1000
         let empty = s.affinity_stats(Duration::from_secs(3600)).await;
         assert_eq!(empty.since_ms, 1_000 * 60_000 + 30_000);
         assert_eq!(empty.buckets.len(), 60);
@@ -915,9 +918,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn cooldowns_keep_the_latest_deadline() {
-        let s = Local::default();
+    async fn cooldowns_keep_the_latest_deadline(mk: Make<'_>) {
+        let (_, s) = mk(0);
         let (a, b) = (ProviderKeyId::new(), ProviderKeyId::new());
         assert!(s.cooling(&[a, b]).await.is_empty());
         s.cool_down(a, Instant::now() + Duration::from_secs(60))
@@ -932,14 +934,13 @@ mod tests {
         assert_eq!(s.cooling(&[b]).await, Vec::<ProviderKeyId>::new());
     }
 
-    fn live_at(ms: i64) -> (Arc<ManualClock>, Arc<dyn LiveState>) {
+    fn local_at(ms: i64) -> (Arc<ManualClock>, Arc<dyn LiveState>) {
         let clock = ManualClock::at(ms);
         (clock.clone(), Arc::new(Local::with_clock(clock)))
     }
 
-    #[tokio::test]
-    async fn leases_cap_a_scope_and_come_back_on_drop() {
-        let (_, live) = live_at(0);
+    async fn leases_cap_a_scope_and_come_back_on_drop(mk: Make<'_>) {
+        let (_, live) = mk(0);
         let scope = Scope::ProviderKey(ProviderKeyId::new());
         let ttl = Duration::from_secs(60);
         let a = Lease::acquire(&live, scope, 2, ttl).await.unwrap();
@@ -956,9 +957,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_lease_whose_holder_died_lapses_at_its_deadline() {
-        let (clock, live) = live_at(0);
+    async fn a_lease_whose_holder_died_lapses_at_its_deadline(mk: Make<'_>) {
+        let (clock, live) = mk(0);
         let scope = Scope::ApiKey(ApiKeyId::new());
         let held = Lease::acquire(&live, scope, 1, Duration::from_secs(30))
             .await
@@ -978,9 +978,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn rpm_windows_admit_exactly_n_per_minute_and_all_or_nothing() {
-        let (clock, live) = live_at(1_000_000);
+    async fn rpm_windows_admit_exactly_n_per_minute_and_all_or_nothing(mk: Make<'_>) {
+        let (clock, live) = mk(1_000_000);
         let key = Scope::ApiKey(ApiKeyId::new());
         for _ in 0..5 {
             assert!(live.rpm_hit(&[(key, 5)]).await.is_ok());
@@ -1013,9 +1012,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn budgets_reserve_settle_and_bound_overshoot() {
-        let (_, live) = live_at(0);
+    async fn budgets_reserve_settle_and_bound_overshoot(mk: Make<'_>) {
+        let (_, live) = mk(0);
         let user = BudgetAccount::User(UserId::new(), Some(0));
         let limit = Usd::dollars(1);
         let seed = "0.90".parse::<Usd>().unwrap();
@@ -1037,5 +1035,371 @@ mod tests {
         assert!(live.budget_reserve(key, seed, Usd::ZERO, r).await.is_err());
         live.budget_adjust(key, Usd::ZERO - Usd::dollars(1)).await;
         assert!(live.budget_reserve(key, seed, Usd::ZERO, r).await.is_ok());
+    }
+
+    async fn breakers_open_admit_probes_and_reset(mk: Make<'_>) {
+        let (clock, live) = mk(0);
+        let k = ProviderKeyId::new();
+        for _ in 0..5 {
+            live.breaker_record(k, false).await;
+        }
+        assert_eq!(
+            live.breaker_admit(k).await,
+            Gate::Blocked { until_ms: 60_000 }
+        );
+        assert_eq!(live.breaker_view(k).await.state, BreakerState::Open);
+        clock.set(60_000);
+        assert_eq!(live.breaker_admit(k).await, Gate::Probe);
+        assert_eq!(live.breaker_admit(k).await, Gate::Probe);
+        assert!(
+            matches!(live.breaker_admit(k).await, Gate::Blocked { .. }),
+            "two probes at a time"
+        );
+        live.breaker_release_probe(k).await;
+        assert_eq!(
+            live.breaker_admit(k).await,
+            Gate::Probe,
+            "a released probe frees its slot"
+        );
+        for _ in 0..3 {
+            live.breaker_record(k, true).await;
+        }
+        let v = live.breaker_view(k).await;
+        assert_eq!(v.state, BreakerState::Closed);
+        assert!((v.health - 1.0).abs() < 1e-9, "{}", v.health);
+        live.breaker_record(k, false).await;
+        assert_eq!(live.breaker_view(k).await.consecutive_failures, 1);
+        live.breaker_reset(k).await;
+        let v = live.breaker_view(k).await;
+        assert_eq!(
+            (v.state, v.consecutive_failures, v.window_results),
+            (BreakerState::Closed, 0, 0)
+        );
+        assert_eq!(
+            live.breaker_admit(ProviderKeyId::new()).await,
+            Gate::Pass,
+            "unknown keys pass"
+        );
+    }
+
+    async fn adaptive_limits_learn_from_429s_and_utilisation(mk: Make<'_>) {
+        let (clock, live) = mk(0);
+        let k = ProviderKeyId::new();
+        assert_eq!(live.adaptive_limit(k).await.0, adaptive::START);
+        live.adaptive_429(k, true, 20).await;
+        assert_eq!(
+            live.adaptive_limit(k).await.0,
+            17,
+            "85 % of the 20 in flight"
+        );
+        live.adaptive_429(k, false, 5).await;
+        live.adaptive_outcome(k, true).await;
+        assert_eq!(
+            live.adaptive_limit(k).await.0,
+            17,
+            "a rate 429 leaves the limit"
+        );
+        clock.advance(Duration::from_millis(
+            u64::try_from(adaptive::COOLDOWN_MS).unwrap() + 1,
+        ));
+        for _ in 0..5 {
+            live.adaptive_sample(k, 17).await;
+        }
+        assert_eq!(live.adaptive_limit(k).await.0, 19, "busy: +2");
+        let h = live.adaptive_history(k).await;
+        let h: Vec<_> = h
+            .iter()
+            .map(|c| (c.from, c.to, c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            h,
+            vec![(50, 17, "concurrency_429"), (17, 19, "high_utilisation")]
+        );
+        assert!(live.adaptive_history(ProviderKeyId::new()).await.is_empty());
+    }
+
+    async fn budgets_stay_exact_beyond_double_precision(mk: Make<'_>) {
+        let (_, live) = mk(0);
+        let p = BudgetAccount::Provider(ProviderId::new(), None);
+        // 2^53 nanodollars: doubles cannot tell it from 2^53 + 1.
+        let seed = Usd::from_nanos(1 << 53);
+        let limit = Usd::from_nanos((1 << 53) + 1);
+        let one = Usd::from_nanos(1);
+        assert!(
+            live.budget_reserve(p, seed, limit, one).await.is_ok(),
+            "one nanodollar left"
+        );
+        let v = live.budget_reserve(p, seed, limit, one).await.unwrap_err();
+        assert_eq!((v.used, v.reserved), (seed, one));
+        live.budget_settle(p, seed, one, Usd::from_nanos(3));
+        let v = live.budget_view(p, seed).await;
+        assert_eq!(
+            (v.used, v.reserved),
+            (Usd::from_nanos((1 << 53) + 3), Usd::ZERO)
+        );
+        live.budget_forget(p).await;
+        assert_eq!(
+            live.budget_view(p, Usd::ZERO).await.used,
+            Usd::ZERO,
+            "forgotten: seeded anew"
+        );
+    }
+
+    /// Runs each contract test against [`Local`] and against [`RedisLive`].
+    macro_rules! contract {
+        ($($name:ident),* $(,)?) => {
+            mod local_impl {
+                $(#[tokio::test]
+                async fn $name() {
+                    super::$name(&super::local_at).await;
+                })*
+            }
+            mod redis_impl {
+                $(#[tokio::test]
+                async fn $name() {
+                    let fx = super::RedisFixture::new();
+                    super::$name(&|ms| fx.make(ms)).await;
+                    fx.finish().await;
+                })*
+            }
+        };
+    }
+
+    contract!(
+        bindings_expire_and_can_be_dropped,
+        bindings_can_be_listed_and_cleared,
+        affinity_outcomes_are_counted_per_format_and_minute,
+        cooldowns_keep_the_latest_deadline,
+        leases_cap_a_scope_and_come_back_on_drop,
+        a_lease_whose_holder_died_lapses_at_its_deadline,
+        rpm_windows_admit_exactly_n_per_minute_and_all_or_nothing,
+        budgets_reserve_settle_and_bound_overshoot,
+        breakers_open_admit_probes_and_reset,
+        adaptive_limits_learn_from_429s_and_utilisation,
+        budgets_stay_exact_beyond_double_precision,
+    );
+
+    const REDIS: &str = "redis://127.0.0.1:6379";
+
+    /// Instances of [`RedisLive`] under one random prefix; `finish` checks that none fell back
+    /// to its local state (so the contract really ran against Redis) and deletes the keys.
+    struct RedisFixture {
+        cfg: RedisConfig,
+        made: Mutex<Vec<Arc<RedisLive>>>,
+    }
+
+    impl RedisFixture {
+        fn new() -> Self {
+            let mut cfg = RedisConfig::new(REDIS);
+            cfg.prefix = format!("aether-test:{}:", uuid::Uuid::now_v7());
+            cfg.timeout = Duration::from_secs(2);
+            Self {
+                cfg,
+                made: Mutex::default(),
+            }
+        }
+
+        fn live(&self, clock: Arc<ManualClock>) -> Arc<RedisLive> {
+            let live = Arc::new(RedisLive::lazy(&self.cfg, clock).unwrap());
+            self.made.lock().unwrap().push(live.clone());
+            live
+        }
+
+        fn make(&self, ms: i64) -> (Arc<ManualClock>, Arc<dyn LiveState>) {
+            let clock = ManualClock::at(ms);
+            (clock.clone(), self.live(clock))
+        }
+
+        async fn finish(self) {
+            let made = std::mem::take(&mut *self.made.lock().unwrap());
+            for live in &made {
+                assert_eq!(live.failures(), 0, "a call fell back to local state");
+            }
+            if let Some(live) = made.first() {
+                live.delete_all().await.unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_leases_hold_across_instances_under_contention() {
+        let fx = RedisFixture::new();
+        let clock = ManualClock::at(0);
+        let (a, b) = (fx.live(clock.clone()), fx.live(clock));
+        let (a, b): (Arc<dyn LiveState>, Arc<dyn LiveState>) = (a, b);
+        let scope = Scope::Endpoint(EndpointId::new());
+        let holding = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let granted = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let live = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (holding, most, granted) = (holding.clone(), most.clone(), granted.clone());
+            tasks.push(tokio::spawn(async move {
+                let Some(lease) = Lease::acquire(&live, scope, 3, Duration::from_secs(60)).await
+                else {
+                    return;
+                };
+                assert!(lease.in_use <= 3, "{}", lease.in_use);
+                granted.fetch_add(1, Ordering::SeqCst);
+                let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                holding.fetch_sub(1, Ordering::SeqCst);
+                drop(lease);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=3).contains(&most),
+            "at most 3 held at once, saw {most}"
+        );
+        assert!(granted.load(Ordering::SeqCst) >= 3);
+        // Releases are applied in the background; a count waits for its own instance's.
+        b.lease_count(scope).await;
+        assert_eq!(a.lease_count(scope).await, 0, "every lease came back");
+        assert_eq!(b.lease_count(scope).await, 0);
+        fx.finish().await;
+    }
+
+    #[tokio::test]
+    async fn redis_unreachable_fails_open_per_instance_but_budgets_fail_closed() {
+        let mut cfg = RedisConfig::new("redis://127.0.0.1:1");
+        cfg.prefix = "aether-test-down:".into();
+        let started = Instant::now();
+        assert!(
+            RedisLive::connect(&cfg, ManualClock::at(0)).await.is_err(),
+            "start-up refuses an unreachable Redis"
+        );
+        let live = Arc::new(RedisLive::lazy(&cfg, ManualClock::at(0)).unwrap());
+        let dyn_live: Arc<dyn LiveState> = live.clone();
+        let scope = Scope::ProviderKey(ProviderKeyId::new());
+        let ttl = Duration::from_secs(60);
+        // Leases: this instance's own limit still holds, and leases come back.
+        let l1 = Lease::acquire(&dyn_live, scope, 2, ttl)
+            .await
+            .expect("fail open");
+        let _l2 = Lease::acquire(&dyn_live, scope, 2, ttl)
+            .await
+            .expect("fail open");
+        assert!(
+            Lease::acquire(&dyn_live, scope, 2, ttl).await.is_none(),
+            "bounded locally"
+        );
+        drop(l1);
+        assert_eq!(live.lease_count(scope).await, 1);
+        // RPM: served, counted locally.
+        let key = Scope::ApiKey(ApiKeyId::new());
+        assert!(live.rpm_hit(&[(key, 1)]).await.is_ok());
+        assert!(live.rpm_hit(&[(key, 1)]).await.is_err());
+        // Breaker, adaptive, cooldowns, affinity: local state.
+        let k = ProviderKeyId::new();
+        assert_eq!(live.breaker_admit(k).await, Gate::Pass);
+        assert_eq!(live.adaptive_limit(k).await.0, adaptive::START);
+        live.cool_down(k, Instant::now() + Duration::from_secs(30))
+            .await;
+        assert_eq!(live.cooling(&[k]).await, vec![k]);
+        let ak = AffinityKey {
+            api_key: ApiKeyId::new(),
+            format: ApiFormat::Claude,
+            model: GlobalModelId::new(),
+            session: None,
+        };
+        live.affinity_set(ak.clone(), k, ttl).await;
+        assert_eq!(live.affinity_get(&ak).await, Some(k));
+        // Budgets: closed.
+        let user = BudgetAccount::User(UserId::new(), None);
+        assert!(
+            live.budget_reserve(user, Usd::ZERO, Usd::dollars(100), Usd::dollars(1))
+                .await
+                .is_err(),
+            "no spend without the shared ledger"
+        );
+        live.budget_settle(user, Usd::ZERO, Usd::ZERO, Usd::dollars(1));
+        assert_eq!(live.budget_view(user, Usd::ZERO).await.used, Usd::ZERO);
+        assert!(live.failures() > 0, "failures are counted");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A TCP proxy to the test Redis that can be cut and restored on the same port.
+    struct Proxy {
+        port: u16,
+        tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    }
+
+    impl Proxy {
+        async fn start(port: u16) -> Self {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+            let inner = tasks.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let conn = tokio::spawn(async move {
+                        if let Ok(mut server) =
+                            tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                        {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    inner.lock().unwrap().push(conn);
+                }
+            });
+            tasks.lock().unwrap().push(accept);
+            Self { port, tasks }
+        }
+
+        fn cut(&self) {
+            for t in self.tasks.lock().unwrap().drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_comes_back_after_an_outage() {
+        let proxy = Proxy::start(0).await;
+        let mut cfg = RedisConfig::new(format!("redis://127.0.0.1:{}", proxy.port));
+        cfg.prefix = format!("aether-test:{}:", uuid::Uuid::now_v7());
+        cfg.timeout = Duration::from_secs(1);
+        let live = RedisLive::connect(&cfg, ManualClock::at(0)).await.unwrap();
+        let user = BudgetAccount::User(UserId::new(), None);
+        let reserve = || live.budget_reserve(user, Usd::ZERO, Usd::dollars(100), Usd::dollars(1));
+        assert!(reserve().await.is_ok());
+        assert_eq!(live.failures(), 0);
+
+        proxy.cut();
+        assert!(reserve().await.is_err(), "closed while Redis is away");
+        assert!(live.failures() > 0);
+
+        let proxy = Proxy::start(proxy.port).await;
+        let started = Instant::now();
+        loop {
+            if reserve().await.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "Redis not used again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let v = live.budget_view(user, Usd::ZERO).await;
+        assert_eq!(
+            v.reserved,
+            Usd::dollars(2),
+            "the ledger from before the outage"
+        );
+        live.delete_all().await.unwrap();
+        proxy.cut();
     }
 }

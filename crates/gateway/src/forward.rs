@@ -267,6 +267,7 @@ impl Exchange {
             self.dialect,
         );
         f.live = Some(self.gw.live().clone());
+        f.metrics = Some(self.gw.metrics().clone());
         if self.log_headers {
             let extra = self.snap.settings.masked_headers();
             let mut b = UsageBodies {
@@ -470,6 +471,9 @@ impl Exchange {
                 let held = fin.holds.len();
                 fin.holds.extend(admitted.leases);
                 tried += 1;
+                if tried > 1 {
+                    self.gw.metrics().failover(self.format.as_str());
+                }
                 let body = match self.upstream_body(cand, &mut bodies) {
                     Ok(b) => b,
                     Err(e) => {
@@ -1208,6 +1212,7 @@ impl Exchange {
     ) -> Failure {
         tracing::info!(request = %self.id, provider = %cand.route.provider.name, key = %cand.route.key.key.name,
             status = ?status, kind, message = %message, "upstream attempt failed");
+        self.gw.metrics().upstream_error(kind, status);
         trace.status = TraceStatus::Failed;
         trace.status_code = status;
         trace.error_type = Some(kind.to_string());

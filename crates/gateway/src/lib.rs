@@ -11,6 +11,7 @@ pub mod admit;
 pub mod error;
 pub mod forward;
 pub mod limits;
+pub mod metrics;
 pub mod models;
 pub mod needs;
 pub mod plan;
@@ -51,6 +52,7 @@ struct Inner {
     clients: Clients,
     live: Arc<dyn LiveState>,
     usage: UsageWriter,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Gateway {
@@ -74,6 +76,7 @@ impl Gateway {
                     clients,
                     live,
                     usage,
+                    metrics: Arc::default(),
                 }),
             },
             handle,
@@ -96,6 +99,12 @@ impl Gateway {
     #[must_use]
     pub fn usage(&self) -> &UsageWriter {
         &self.inner.usage
+    }
+
+    /// The Prometheus registry of this gateway (see [`metrics::render`]).
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.inner.metrics
     }
 
     #[must_use]

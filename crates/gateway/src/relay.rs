@@ -110,6 +110,8 @@ pub struct Finish {
     pub live: Option<Arc<dyn LiveState>>,
     /// The caller's budget reservation, settled to the charge when the request ends.
     pub reservation: Option<Reservation>,
+    /// Where the request's figures are counted (`None`: not counted).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     done: bool,
 }
 
@@ -136,6 +138,7 @@ impl Finish {
             holds: Vec::new(),
             live: None,
             reservation: None,
+            metrics: None,
             done: false,
         }
     }
@@ -212,6 +215,9 @@ impl Finish {
         if let (Some(live), Some(res)) = (&self.live, self.reservation.take()) {
             let charged = billing.as_ref().map_or(Usd::ZERO, |b| b.charged);
             live.budget_settle(res.account, res.seed, res.amount, charged);
+        }
+        if let Some(m) = &self.metrics {
+            m.finished(r, &self.model.name, self.started.elapsed());
         }
         let w = &self.writer;
         if !self.traces.is_empty() {

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::propagate::{Propagator, Publisher, Refresh};
 use crate::secrets;
 
 /// Live state shared by the middleware, refreshed when configuration changes.
@@ -43,6 +44,8 @@ pub struct Reloader {
     live: Arc<Live>,
     gateway: Gateway,
     lock: tokio::sync::Mutex<()>,
+    /// Announces committed changes to the other instances (see `propagate`).
+    publisher: Publisher,
 }
 
 impl Reloader {
@@ -64,10 +67,31 @@ impl ChangeNotifier for Reloader {
             // The periodic reconcile retries; the change itself is committed.
             tracing::error!(error = %e, "configuration changed but the in-memory state could not be rebuilt");
         }
+        // The change is committed either way: tell the other instances.
+        self.publisher.changed();
     }
 
     fn live(&self) -> Option<Arc<dyn aether_coord::LiveState>> {
         Some(self.gateway.live().clone())
+    }
+}
+
+/// What this instance does when another instance changed the configuration: the same as the
+/// periodic reconcile, at once.
+struct PeerChange {
+    admin: Admin,
+    reloader: Arc<Reloader>,
+}
+
+#[async_trait::async_trait]
+impl Refresh for PeerChange {
+    async fn refresh(&self) {
+        if let Err(e) = self.admin.reload_settings().await {
+            tracing::warn!(error = %e, "could not reload settings after a change on another instance");
+        }
+        if let Err(e) = self.reloader.reload().await {
+            tracing::warn!(error = %e, "could not rebuild the in-memory state after a change on another instance");
+        }
     }
 }
 
@@ -82,16 +106,30 @@ pub struct App {
     writer: Option<WriterHandle>,
 }
 
+/// The live state: in Redis when `redis_url` is set (cluster mode; Redis must answer at
+/// start), else in this process.
+async fn live_state(cfg: &Config) -> Result<Arc<dyn aether_coord::LiveState>> {
+    let Some(url) = &cfg.redis_url else {
+        return Ok(Arc::new(Local::default()));
+    };
+    let redis = aether_coord::RedisConfig::new(url.clone());
+    let live = aether_coord::RedisLive::connect(&redis, Arc::new(aether_coord::SystemClock))
+        .await
+        .context("setting `redis_url` (--redis-url, AETHER_REDIS_URL): Redis does not answer")?;
+    Ok(Arc::new(live))
+}
+
 impl App {
     /// Opens the store (applying migrations), loads secrets, builds the services and creates
     /// the first admin on an empty database.
     pub async fn build(cfg: &Config) -> Result<Self> {
         let store = open_store(cfg).await?;
         let secrets = secrets::load(cfg)?;
+        let propagator = Propagator::from_config(cfg)?;
         let (gateway, writer) = Gateway::start(
             store.clone(),
             secrets.cipher.clone(),
-            Arc::new(Local::default()),
+            live_state(cfg).await?,
         )
         .await
         .context("cannot load the routing snapshot")?;
@@ -104,6 +142,7 @@ impl App {
             live: live.clone(),
             gateway: gateway.clone(),
             lock: tokio::sync::Mutex::new(()),
+            publisher: propagator.publisher(),
         });
         let admin = Admin::new(
             store.clone(),
@@ -125,6 +164,11 @@ impl App {
         };
         app.reloader.reload().await?;
         app.tasks.push(app.spawn_reconciler());
+        let peer = Arc::new(PeerChange {
+            admin: app.admin.clone(),
+            reloader: app.reloader.clone(),
+        });
+        app.tasks.extend(propagator.start(peer).await);
         Ok(app)
     }
 
@@ -161,8 +205,12 @@ impl App {
             )
             .route("/ready", get(ready))
             .with_state(self.store.clone());
+        let metrics = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self.gateway.clone());
         Router::new()
             .merge(health)
+            .merge(metrics)
             .merge(aether_admin::api::router(self.admin.clone()))
             .merge(aether_gateway::routes::router(self.gateway.clone()))
             .merge(aether_console::router(self.admin.clone()))
@@ -294,6 +342,18 @@ async fn ready(State(store): State<DynStore>) -> Response {
     }
 }
 
+/// Prometheus text exposition (unauthenticated; IP rules apply like on every route).
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        aether_gateway::metrics::render(&gw).await,
+    )
+        .into_response()
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -327,18 +387,34 @@ async fn client_guard(State(live): State<Arc<Live>>, mut req: Request, next: Nex
     next.run(req).await
 }
 
-/// One line per management request (the gateway path logs through its own accounting).
+/// One line per request: request id (the gateway's `x-aether-request-id`, or one generated
+/// here and returned in that header), method, path (never the query: `?key=` is a secret),
+/// status and latency to the response head. Probes (`/health`, `/ready`, `/metrics`) log at
+/// debug level.
 async fn access_log(req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/api/") {
-        return next.run(req).await;
-    }
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
-    tracing::info!(%method, %path, status, ms = started.elapsed().as_millis() as u64, ip = ?ip, "request");
+    let request_id = match resp.headers().get("x-aether-request-id") {
+        Some(v) => v.to_str().unwrap_or_default().to_string(),
+        None => {
+            let id = aether_domain::RequestId::new().to_string();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-aether-request-id", v);
+            }
+            id
+        }
+    };
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let ip = ip.map(tracing::field::display);
+    if matches!(path.as_str(), "/health" | "/ready" | "/metrics") {
+        tracing::debug!(request_id, %method, %path, status, latency_ms, ip, "request");
+    } else {
+        tracing::info!(request_id, %method, %path, status, latency_ms, ip, "request");
+    }
     if !resp.headers().contains_key(header::CACHE_CONTROL) && path.starts_with("/api/") {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

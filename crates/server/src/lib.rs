@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod probe;
+pub mod propagate;
 pub mod secrets;
 
 pub use app::App;

@@ -29,6 +29,12 @@ pub struct TestApp {
 pub struct Opts {
     pub backend: Backend,
     pub trusted_proxies: usize,
+    /// Share another app's database (its `db.url`) instead of creating one; the other app
+    /// owns (and tears down) it.
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    /// Fixed JWT and encryption keys, as the instances of one cluster share them.
+    pub cluster_secrets: bool,
 }
 
 impl Default for Opts {
@@ -36,6 +42,9 @@ impl Default for Opts {
         Self {
             backend: Backend::Sqlite,
             trusted_proxies: 0,
+            database_url: None,
+            redis_url: None,
+            cluster_secrets: false,
         }
     }
 }
@@ -46,22 +55,40 @@ impl TestApp {
     }
 
     pub async fn start_with(o: Opts) -> Self {
-        let db = TestStore::new(o.backend)
-            .await
-            .expect("test database (PostgreSQL must be up for postgres tests)");
+        let db = match &o.database_url {
+            Some(_) => None,
+            None => Some(
+                TestStore::new(o.backend)
+                    .await
+                    .expect("test database (PostgreSQL must be up for postgres tests)"),
+            ),
+        };
+        let database_url = o
+            .database_url
+            .clone()
+            .unwrap_or_else(|| db.as_ref().map(|d| d.url.clone()).unwrap_or_default());
         let data_dir =
             std::env::temp_dir().join(format!("aether-app-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&data_dir).unwrap();
         let cfg = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.clone(),
-            database_url: db.url.clone(),
-            redis_url: None,
+            database_url,
+            redis_url: o.redis_url.clone(),
             mode: Mode::Local,
             trusted_proxies: o.trusted_proxies,
             log_format: LogFormat::Text,
             shutdown_timeout_secs: 5,
-            secrets: SecretInputs::default(),
+            secrets: if o.cluster_secrets {
+                SecretInputs {
+                    jwt_secret: Some("cluster-test-jwt-secret-0123456789abcdef".into()),
+                    // base64 of 32 bytes
+                    encryption_key: Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
+                    previous_encryption_keys: Vec::new(),
+                }
+            } else {
+                SecretInputs::default()
+            },
             admin_email: Some(ADMIN_EMAIL.into()),
             admin_password: Some(ADMIN_PASSWORD.into()),
         };
@@ -87,7 +114,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             data_dir,
-            db: Some(db),
+            db,
             stop: Some(tx),
             task: Some(task),
         }
