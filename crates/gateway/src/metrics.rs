@@ -1,85 +1,191 @@
-//! Prometheus metrics: the per-gateway registry, the recording hooks the request path calls,
-//! and the text exposition served at `GET /metrics`.
+//! Prometheus metrics: the per-gateway registry (built on `prometheus-client`), the recording
+//! hooks the request path calls, and the text exposition (format 0.0.4) served at
+//! `GET /metrics`.
 //!
-//! Everything is accumulated in integers — counts, microseconds, nano-USD — and only turned
-//! into decimal text when rendered, so sums are exact. Labels are bounded: API formats,
-//! status classes, outcome and error kinds from fixed code paths, and model names from the
+//! Counts and money are integer counters (money in nano-USD, so sums are exact); durations
+//! are `f64` seconds in fixed-bucket histograms. Labels are bounded: API formats, status
+//! classes, outcome and error kinds from fixed code paths, and model names from the
 //! configured catalogue (never user ids, key ids or request ids). Figures that describe the
-//! present (breaker states, leases held, the usage writer's queue) are read at scrape time.
+//! present (breaker states, leases held, the usage writer's queue) are read at scrape time
+//! and set just before encoding.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aether_coord::Scope;
 use aether_coord::breaker::BreakerState;
 use aether_domain::entities::{UsageRecord, UsageStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::Gateway;
 
-/// Histogram bucket upper bounds, in microseconds (5 ms … 300 s).
-const BUCKETS_US: [u64; 15] = [
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    30_000_000,
-    60_000_000,
-    120_000_000,
-    300_000_000,
+/// The `Content-Type` of the exposition served at `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Histogram bucket upper bounds, in seconds (5 ms … 300 s).
+const BUCKETS_S: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
-/// A fixed-bucket histogram of durations.
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    /// Observations per bucket (not cumulative); the last slot is `+Inf` only.
-    counts: [u64; BUCKETS_US.len() + 1],
-    count: u64,
-    sum_us: u64,
+fn duration_histogram() -> Histogram {
+    Histogram::new(BUCKETS_S)
 }
 
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = BUCKETS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(BUCKETS_US.len());
-        self.counts[i] += 1;
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    api_format: &'static str,
+    status_class: &'static str,
+    outcome: String,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    /// (api_format, status class, outcome) → requests.
-    requests: BTreeMap<(&'static str, &'static str, String), u64>,
-    latency: BTreeMap<&'static str, Histogram>,
-    ttfb: BTreeMap<&'static str, Histogram>,
-    /// (model, kind) → tokens.
-    tokens: BTreeMap<(String, &'static str), u64>,
-    /// model → charged nano-USD.
-    cost_nanos: BTreeMap<String, i64>,
-    /// api_format → attempts beyond the first.
-    failovers: BTreeMap<&'static str, u64>,
-    /// error class → failed upstream attempts.
-    upstream_errors: BTreeMap<&'static str, u64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabels {
+    api_format: &'static str,
 }
 
-/// The registry of one gateway.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: &'static str,
+}
+
+type DurationFamily = Family<FormatLabels, Histogram, fn() -> Histogram>;
+
+/// The registry of one gateway and handles to its metrics.
+#[derive(Debug)]
 pub struct Metrics {
-    state: Mutex<State>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: DurationFamily,
+    ttfb: DurationFamily,
+    tokens: Family<TokenLabels, Counter>,
+    cost_nanos: Family<ModelLabels, Counter>,
+    failovers: Family<FormatLabels, Counter>,
+    upstream_errors: Family<ClassLabels, Counter>,
+    breaker_keys: Family<StateLabels, Gauge<u64, std::sync::atomic::AtomicU64>>,
+    leases_held: Family<ScopeLabels, Gauge<u64, std::sync::atomic::AtomicU64>>,
+    usage_queue_depth: Gauge<u64, std::sync::atomic::AtomicU64>,
+    usage_batches_written: Counter,
+    usage_batch_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "aether_requests",
+            "Gateway requests by client API format, status class and outcome (success, or the error type).",
+            requests.clone(),
+        );
+        let latency = DurationFamily::new_with_constructor(duration_histogram);
+        registry.register(
+            "aether_request_duration_seconds",
+            "Request latency (until the response or the stream ended) by client API format.",
+            latency.clone(),
+        );
+        let ttfb = DurationFamily::new_with_constructor(duration_histogram);
+        registry.register(
+            "aether_ttfb_seconds",
+            "Time to the first byte sent to the client, by client API format.",
+            ttfb.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "aether_tokens",
+            "Tokens by kind (input, output, cache_read, cache_write) and model.",
+            tokens.clone(),
+        );
+        let cost_nanos = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "aether_cost_nanousd",
+            "Charged cost in nano-USD (1e-9 USD), exact, by model.",
+            cost_nanos.clone(),
+        );
+        let failovers = Family::<FormatLabels, Counter>::default();
+        registry.register(
+            "aether_failovers",
+            "Upstream attempts beyond a request's first, by client API format.",
+            failovers.clone(),
+        );
+        let upstream_errors = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "aether_upstream_errors",
+            "Failed upstream attempts by class (429, 5xx, timeout, connect, transport, html, malformed, client_error, other).",
+            upstream_errors.clone(),
+        );
+        let breaker_keys = Family::default();
+        registry.register(
+            "aether_breaker_keys",
+            "Routed upstream keys per circuit-breaker state.",
+            Family::clone(&breaker_keys),
+        );
+        let leases_held = Family::default();
+        registry.register(
+            "aether_leases_held",
+            "Concurrency leases held now, summed per scope type (endpoint, provider_key).",
+            Family::clone(&leases_held),
+        );
+        let usage_queue_depth = Gauge::default();
+        registry.register(
+            "aether_usage_queue_depth",
+            "Usage events enqueued but not yet committed to the database.",
+            Gauge::clone(&usage_queue_depth),
+        );
+        let usage_batches_written = Counter::default();
+        registry.register(
+            "aether_usage_batches_written",
+            "Usage batches committed.",
+            usage_batches_written.clone(),
+        );
+        let usage_batch_failures = Counter::default();
+        registry.register(
+            "aether_usage_batch_failures",
+            "Usage batch writes that failed (each is retried).",
+            usage_batch_failures.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            ttfb,
+            tokens,
+            cost_nanos,
+            failovers,
+            upstream_errors,
+            breaker_keys,
+            leases_held,
+            usage_queue_depth,
+            usage_batches_written,
+            usage_batch_failures,
+        }
+    }
 }
 
 /// The class of a failed upstream attempt, from its error kind and HTTP status.
@@ -113,17 +219,11 @@ fn bounded(s: &str) -> String {
 }
 
 impl Metrics {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// A request's final record (called once, by `Finish`).
     pub fn finished(&self, r: &UsageRecord, model: &str, elapsed: Duration) {
         let format = r.api_format.as_str();
         let code = r.status_code.unwrap_or(0);
-        let class = match code {
+        let status_class = match code {
             200..=299 => "2xx",
             300..=399 => "3xx",
             400..=499 => "4xx",
@@ -138,14 +238,21 @@ impl Metrics {
                 .map_or_else(|| "error".to_string(), bounded),
         };
         let t = &r.tokens;
-        let mut s = self.state();
-        *s.requests.entry((format, class, outcome)).or_default() += 1;
-        s.latency.entry(format).or_default().observe(elapsed);
+        self.requests
+            .get_or_create(&RequestLabels {
+                api_format: format,
+                status_class,
+                outcome,
+            })
+            .inc();
+        let fl = FormatLabels { api_format: format };
+        self.latency
+            .get_or_create(&fl)
+            .observe(elapsed.as_secs_f64());
         if let Some(ms) = r.ttfb_ms.and_then(|m| u64::try_from(m).ok()) {
-            s.ttfb
-                .entry(format)
-                .or_default()
-                .observe(Duration::from_millis(ms));
+            self.ttfb
+                .get_or_create(&fl)
+                .observe(Duration::from_millis(ms).as_secs_f64());
         }
         for (kind, n) in [
             ("input", t.input),
@@ -154,158 +261,58 @@ impl Metrics {
             ("cache_write", t.cache_creation_5m + t.cache_creation_1h),
         ] {
             if n > 0 {
-                *s.tokens.entry((model.to_string(), kind)).or_default() += n;
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        model: model.to_string(),
+                        kind,
+                    })
+                    .inc_by(n);
             }
         }
-        let nanos = r.cost.total.nanos();
-        if nanos != 0 {
-            let c = s.cost_nanos.entry(model.to_string()).or_default();
-            *c = c.saturating_add(nanos);
+        // A counter only grows: charges are never negative, and a zero charge adds nothing.
+        if let Ok(nanos) = u64::try_from(r.cost.total.nanos())
+            && nanos > 0
+        {
+            self.cost_nanos
+                .get_or_create(&ModelLabels {
+                    model: model.to_string(),
+                })
+                .inc_by(nanos);
         }
     }
 
     /// An attempt beyond the request's first.
     pub fn failover(&self, format: &'static str) {
-        *self.state().failovers.entry(format).or_default() += 1;
+        self.failovers
+            .get_or_create(&FormatLabels { api_format: format })
+            .inc();
     }
 
     /// A failed upstream attempt.
     pub fn upstream_error(&self, kind: &str, status: Option<u16>) {
-        *self
-            .state()
-            .upstream_errors
-            .entry(error_class(kind, status))
-            .or_default() += 1;
+        self.upstream_errors
+            .get_or_create(&ClassLabels {
+                class: error_class(kind, status),
+            })
+            .inc();
     }
 
-    /// The counters and histograms in the text exposition format.
-    fn render_counters(&self, out: &mut String) {
-        let s = self.state();
-        header(
-            out,
-            "aether_requests_total",
-            "counter",
-            "Gateway requests by client API format, status class and outcome (success, or the error type).",
-        );
-        for ((f, c, o), n) in &s.requests {
-            let _ = writeln!(
-                out,
-                "aether_requests_total{{api_format=\"{f}\",status_class=\"{c}\",outcome=\"{o}\"}} {n}"
-            );
+    /// The registry in the Prometheus text format (0.0.4), as it stands now.
+    fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            // Writing into a String cannot fail; keep whatever was written.
+            tracing::warn!(error = %e, "metrics encoding failed");
         }
-        histogram(
-            out,
-            "aether_request_duration_seconds",
-            "Request latency (until the response or the stream ended) by client API format.",
-            &s.latency,
-        );
-        histogram(
-            out,
-            "aether_ttfb_seconds",
-            "Time to the first byte sent to the client, by client API format.",
-            &s.ttfb,
-        );
-        header(
-            out,
-            "aether_tokens_total",
-            "counter",
-            "Tokens by kind (input, output, cache_read, cache_write) and model.",
-        );
-        for ((m, k), n) in &s.tokens {
-            let _ = writeln!(
-                out,
-                "aether_tokens_total{{model=\"{}\",kind=\"{k}\"}} {n}",
-                escape(m)
-            );
-        }
-        header(
-            out,
-            "aether_cost_nanousd_total",
-            "counter",
-            "Charged cost in nano-USD (1e-9 USD), exact, by model.",
-        );
-        for (m, n) in &s.cost_nanos {
-            let _ = writeln!(
-                out,
-                "aether_cost_nanousd_total{{model=\"{}\"}} {n}",
-                escape(m)
-            );
-        }
-        header(
-            out,
-            "aether_failovers_total",
-            "counter",
-            "Upstream attempts beyond a request's first, by client API format.",
-        );
-        for (f, n) in &s.failovers {
-            let _ = writeln!(out, "aether_failovers_total{{api_format=\"{f}\"}} {n}");
-        }
-        header(
-            out,
-            "aether_upstream_errors_total",
-            "counter",
-            "Failed upstream attempts by class (429, 5xx, timeout, connect, transport, html, malformed, client_error, other).",
-        );
-        for (c, n) in &s.upstream_errors {
-            let _ = writeln!(out, "aether_upstream_errors_total{{class=\"{c}\"}} {n}");
-        }
+        out
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Microseconds as exact decimal seconds.
-fn seconds(us: u64) -> String {
-    let frac = us % 1_000_000;
-    if frac == 0 {
-        format!("{}", us / 1_000_000)
-    } else {
-        let f = format!("{frac:06}");
-        format!("{}.{}", us / 1_000_000, f.trim_end_matches('0'))
-    }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, hs: &BTreeMap<&'static str, Histogram>) {
-    header(out, name, "histogram", help);
-    for (f, h) in hs {
-        let mut cum = 0;
-        for (i, b) in BUCKETS_US.iter().enumerate() {
-            cum += h.counts[i];
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{api_format=\"{f}\",le=\"{}\"}} {cum}",
-                seconds(*b)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{api_format=\"{f}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{api_format=\"{f}\"}} {}",
-            seconds(h.sum_us)
-        );
-        let _ = writeln!(out, "{name}_count{{api_format=\"{f}\"}} {}", h.count);
-    }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The whole exposition: counters, then the gauges read now from the live state, the
-/// snapshot and the usage writer.
+/// The whole exposition: the gauges are first read now from the live state, the snapshot and
+/// the usage writer, then the registry is encoded.
 pub async fn render(gw: &Gateway) -> String {
-    let mut out = String::with_capacity(8 * 1024);
-    gw.metrics().render_counters(&mut out);
-
     let snap = gw.snapshot();
     let mut keys = HashSet::new();
     let mut endpoints = HashSet::new();
@@ -330,89 +337,126 @@ pub async fn render(gw: &Gateway) -> String {
     for e in &endpoints {
         endpoint_leases += u64::from(live.lease_count(Scope::Endpoint(*e)).await);
     }
-    header(
-        &mut out,
-        "aether_breaker_keys",
-        "gauge",
-        "Routed upstream keys per circuit-breaker state.",
-    );
+    let m = gw.metrics();
     for (state, n) in [("closed", closed), ("open", open), ("half_open", half)] {
-        let _ = writeln!(out, "aether_breaker_keys{{state=\"{state}\"}} {n}");
+        m.breaker_keys.get_or_create(&StateLabels { state }).set(n);
     }
-    header(
-        &mut out,
-        "aether_leases_held",
-        "gauge",
-        "Concurrency leases held now, summed per scope type (endpoint, provider_key).",
-    );
-    let _ = writeln!(
-        out,
-        "aether_leases_held{{scope=\"endpoint\"}} {endpoint_leases}"
-    );
-    let _ = writeln!(
-        out,
-        "aether_leases_held{{scope=\"provider_key\"}} {key_leases}"
-    );
+    for (scope, n) in [("endpoint", endpoint_leases), ("provider_key", key_leases)] {
+        m.leases_held.get_or_create(&ScopeLabels { scope }).set(n);
+    }
     let stats = &gw.usage().stats;
-    header(
-        &mut out,
-        "aether_usage_queue_depth",
-        "gauge",
-        "Usage events enqueued but not yet committed to the database.",
+    m.usage_queue_depth
+        .set(stats.queued.load(Ordering::Relaxed));
+    // The writer's own monotonic counters, mirrored into the registry.
+    m.usage_batches_written.inner().store(
+        stats.written_batches.load(Ordering::Relaxed),
+        Ordering::Relaxed,
     );
-    let _ = writeln!(
-        out,
-        "aether_usage_queue_depth {}",
-        stats.queued.load(Ordering::Relaxed)
+    m.usage_batch_failures.inner().store(
+        stats.failed_attempts.load(Ordering::Relaxed),
+        Ordering::Relaxed,
     );
-    header(
-        &mut out,
-        "aether_usage_batches_written_total",
-        "counter",
-        "Usage batches committed.",
-    );
-    let _ = writeln!(
-        out,
-        "aether_usage_batches_written_total {}",
-        stats.written_batches.load(Ordering::Relaxed)
-    );
-    header(
-        &mut out,
-        "aether_usage_batch_failures_total",
-        "counter",
-        "Usage batch writes that failed (each is retried).",
-    );
-    let _ = writeln!(
-        out,
-        "aether_usage_batch_failures_total {}",
-        stats.failed_attempts.load(Ordering::Relaxed)
-    );
-    out
+    m.encode()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn seconds_are_exact_decimals() {
-        assert_eq!(seconds(5_000), "0.005");
-        assert_eq!(seconds(1_000_000), "1");
-        assert_eq!(seconds(2_500_000), "2.5");
-        assert_eq!(seconds(1_234_567), "1.234567");
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
     }
 
     #[test]
-    fn histogram_puts_observations_in_the_first_bucket_that_holds_them() {
-        let mut h = Histogram::default();
-        h.observe(Duration::from_millis(5));
-        h.observe(Duration::from_millis(7));
-        h.observe(Duration::from_secs(1000));
-        assert_eq!(h.counts[0], 1);
-        assert_eq!(h.counts[1], 1);
-        assert_eq!(h.counts[BUCKETS_US.len()], 1);
-        assert_eq!(h.count, 3);
-        assert_eq!(h.sum_us, 1_000_012_000);
+    fn metrics_histogram_buckets_are_cumulative_and_bounds_print_like_prometheus() {
+        let m = Metrics::default();
+        let h = m.latency.get_or_create(&FormatLabels {
+            api_format: "CLAUDE",
+        });
+        h.observe(Duration::from_millis(5).as_secs_f64());
+        h.observe(Duration::from_millis(7).as_secs_f64());
+        h.observe(Duration::from_secs(1000).as_secs_f64());
+        drop(h);
+        let text = m.encode();
+        let b = |le: &str| {
+            line(
+                &text,
+                &format!(
+                    "aether_request_duration_seconds_bucket{{api_format=\"CLAUDE\",le=\"{le}\"}}"
+                ),
+            )
+        };
+        assert_eq!(b("0.005"), Some("1"), "{text}");
+        assert_eq!(b("0.01"), Some("2"));
+        assert_eq!(b("2.5"), Some("2"));
+        assert_eq!(b("300"), Some("2"));
+        assert_eq!(b("+Inf"), Some("3"));
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("aether_request_duration_seconds_bucket{"))
+                .count(),
+            16
+        );
+        assert_eq!(
+            line(
+                &text,
+                "aether_request_duration_seconds_count{api_format=\"CLAUDE\"}"
+            ),
+            Some("3")
+        );
+        let sum: f64 = line(
+            &text,
+            "aether_request_duration_seconds_sum{api_format=\"CLAUDE\"}",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+        assert!((sum - 1000.012).abs() < 1e-9, "{sum}");
+        assert!(text.contains("# TYPE aether_request_duration_seconds histogram"));
+        assert!(
+            !text.contains("# EOF"),
+            "0.0.4 text format has no EOF marker"
+        );
+    }
+
+    #[test]
+    fn metrics_counters_keep_their_names_and_escape_labels() {
+        let m = Metrics::default();
+        m.failover("OPENAI");
+        m.failover("OPENAI");
+        m.upstream_error("server_error", Some(503));
+        m.cost_nanos
+            .get_or_create(&ModelLabels {
+                model: "we\"ird\\model".into(),
+            })
+            .inc_by(12_345_678_901);
+        let text = m.encode();
+        assert!(
+            text.contains("# TYPE aether_failovers_total counter"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "aether_failovers_total{api_format=\"OPENAI\"}"),
+            Some("2")
+        );
+        assert_eq!(
+            line(&text, "aether_upstream_errors_total{class=\"5xx\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            line(
+                &text,
+                "aether_cost_nanousd_total{model=\"we\\\"ird\\\\model\"}"
+            ),
+            Some("12345678901")
+        );
+        assert!(text.contains("# TYPE aether_usage_queue_depth gauge"));
+        assert_eq!(line(&text, "aether_usage_queue_depth"), Some("0"));
+        assert_eq!(line(&text, "aether_usage_batches_written_total"), Some("0"));
+        assert!(line(&text, "aether_requests_total{").is_none());
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct App {
     reloader: Arc<Reloader>,
     tasks: Vec<JoinHandle<()>>,
     writer: Option<WriterHandle>,
+    /// The lease that makes one instance of a cluster run the background jobs.
+    leader: crate::leader::LeaderTask,
 }
 
 /// The live state: in Redis when `redis_url` is set (cluster mode; Redis must answer at
@@ -123,6 +125,11 @@ impl App {
     /// Opens the store (applying migrations), loads secrets, builds the services and creates
     /// the first admin on an empty database.
     pub async fn build(cfg: &Config) -> Result<Self> {
+        Self::build_with(cfg, crate::leader::LeaderConfig::default()).await
+    }
+
+    /// [`App::build`] with the leader lease and job timing given (tests shorten them).
+    pub async fn build_with(cfg: &Config, timing: crate::leader::LeaderConfig) -> Result<Self> {
         let store = open_store(cfg).await?;
         let secrets = secrets::load(cfg)?;
         let propagator = Propagator::from_config(cfg)?;
@@ -153,6 +160,8 @@ impl App {
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the management services: {e}"))?;
         bootstrap_admin(&admin, cfg).await?;
+        let jobs_every = timing.jobs_every;
+        let leader = crate::leader::LeaderTask::start(cfg, timing).await?;
         let mut app = Self {
             admin,
             gateway,
@@ -161,9 +170,16 @@ impl App {
             reloader,
             tasks: Vec::new(),
             writer: Some(writer),
+            leader,
         };
         app.reloader.reload().await?;
         app.tasks.push(app.spawn_reconciler());
+        app.tasks.push(crate::leader::spawn_jobs(
+            app.leader(),
+            app.admin.clone(),
+            app.store.clone(),
+            jobs_every,
+        ));
         let peer = Arc::new(PeerChange {
             admin: app.admin.clone(),
             reloader: app.reloader.clone(),
@@ -172,9 +188,16 @@ impl App {
         Ok(app)
     }
 
-    /// Every 30 s, re-reads settings and rebuilds the in-memory state as a safety net: another
-    /// process (the CLI, another instance) may have changed the database, and IP rules expire.
-    /// Also deletes expired gateway keys that asked for it (setting `delete_expired_keys`).
+    /// Whether this instance is the cluster's leader for background jobs (see `leader`).
+    #[must_use]
+    pub fn leader(&self) -> crate::leader::Leader {
+        self.leader.leader.clone()
+    }
+
+    /// Every 30 s, on every instance, re-reads settings and rebuilds the in-memory state as a
+    /// safety net: another process (the CLI, another instance) may have changed the database,
+    /// and IP rules expire. Jobs that must run once per cluster (deleting expired keys) run on
+    /// the leader only (`leader::spawn_jobs`).
     fn spawn_reconciler(&self) -> JoinHandle<()> {
         let reloader = self.reloader.clone();
         let admin = self.admin.clone();
@@ -186,11 +209,6 @@ impl App {
                 }
                 if let Err(e) = reloader.reload().await {
                     tracing::warn!(error = %e, "could not rebuild the in-memory state");
-                }
-                match admin.delete_expired_keys().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "expired gateway keys deleted"),
-                    Err(e) => tracing::warn!(error = %e, "could not delete expired keys"),
                 }
             }
         })
@@ -262,6 +280,8 @@ impl App {
         for t in &self.tasks {
             t.abort();
         }
+        // Hand the lease over at once rather than after its TTL.
+        self.leader.stop().await;
         if let Some(w) = self.writer.take() {
             w.shutdown(grace.max(Duration::from_secs(5))).await;
         }
@@ -347,7 +367,7 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(aether_gateway::metrics::CONTENT_TYPE),
         )],
         aether_gateway::metrics::render(&gw).await,
     )

@@ -22,6 +22,8 @@ pub struct TestApp {
     pub client: Client,
     pub data_dir: PathBuf,
     pub db: Option<TestStore>,
+    /// Whether this instance is the leader for background jobs.
+    pub leader: aether_server::leader::Leader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -35,6 +37,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Fixed JWT and encryption keys, as the instances of one cluster share them.
     pub cluster_secrets: bool,
+    /// Leader lease and job timing (default: production timing).
+    pub leader: Option<aether_server::leader::LeaderConfig>,
 }
 
 impl Default for Opts {
@@ -45,6 +49,7 @@ impl Default for Opts {
             database_url: None,
             redis_url: None,
             cluster_secrets: false,
+            leader: None,
         }
     }
 }
@@ -92,7 +97,10 @@ impl TestApp {
             admin_email: Some(ADMIN_EMAIL.into()),
             admin_password: Some(ADMIN_PASSWORD.into()),
         };
-        let app = App::build(&cfg).await.expect("app builds");
+        let app = App::build_with(&cfg, o.leader.clone().unwrap_or_default())
+            .await
+            .expect("app builds");
+        let leader = app.leader();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -115,6 +123,7 @@ impl TestApp {
                 .unwrap(),
             data_dir,
             db,
+            leader,
             stop: Some(tx),
             task: Some(task),
         }

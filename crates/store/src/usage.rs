@@ -232,6 +232,10 @@ pub trait UsageRepo: Send + Sync {
     /// Requests per UTC weekday and hour, only the non-empty cells, ordered by weekday then
     /// hour.
     async fn usage_heatmap(&self, f: &UsageFilter) -> Result<Vec<HeatCell>>;
+    /// Marks records still `pending` or `streaming` that were created before `created_before`
+    /// as `failed` with error type `stale` (their request died with its instance); returns
+    /// how many. Settled records are never touched, so a late completion is not undone.
+    async fn fail_stale_usage(&self, created_before: Timestamp) -> Result<u64>;
 }
 
 /// The one-step trace of a request served by its first attempt.
@@ -756,6 +760,26 @@ impl UsageRepo for SqlStore {
         let applied = apply_billings(&mut tx, &b.billing).await?;
         tx.commit().await?;
         Ok(applied)
+    }
+
+    async fn fail_stale_usage(&self, created_before: Timestamp) -> Result<u64> {
+        self.db
+            .clone()
+            .execute(
+                "UPDATE usage_records SET status = $1, error_type = $2, error_message = $3, \
+                 updated_at = $4 WHERE status IN ($5, $6) AND created_at < $7"
+                    .into(),
+                args![
+                    UsageStatus::Failed.as_str(),
+                    "stale",
+                    "the request never finished: its instance stopped or lost it",
+                    Timestamp::now().millis(),
+                    UsageStatus::Pending.as_str(),
+                    UsageStatus::Streaming.as_str(),
+                    created_before.millis(),
+                ],
+            )
+            .await
     }
 
     async fn get_usage(&self, id: RequestId) -> Result<Option<UsageRecord>> {

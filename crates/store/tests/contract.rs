@@ -54,6 +54,7 @@ contract!(
     usage_summary_totals_in_the_database,
     usage_breakdown_groups_and_orders,
     usage_heatmap_counts_weekday_and_hour,
+    stale_in_flight_usage_is_failed,
 );
 
 fn now() -> Timestamp {
@@ -2242,4 +2243,73 @@ async fn usage_heatmap_counts_weekday_and_hour(s: &SqlStore) {
         .unwrap(),
         vec![cell(0, 23, 1), cell(1, 0, 1)]
     );
+}
+
+/// Records left `pending` / `streaming` by a dead instance become `failed` (`stale`); recent
+/// in-flight records and settled ones stay as they are.
+async fn stale_in_flight_usage_is_failed(s: &SqlStore) {
+    let old = Timestamp::from_millis(now().millis() - 3_600_000);
+    let rec = |status: UsageStatus, created_at: Timestamp| UsageRecord {
+        id: RequestId::new(),
+        client_request_id: None,
+        user_id: None,
+        api_key_id: None,
+        provider_id: None,
+        endpoint_id: None,
+        provider_key_id: None,
+        global_model_id: None,
+        requested_model: "m".into(),
+        upstream_model: None,
+        api_format: ApiFormat::ClaudeCli,
+        endpoint_api_format: None,
+        is_stream: true,
+        status,
+        status_code: None,
+        error_type: None,
+        error_message: None,
+        tokens: TokenUsage::default(),
+        cost: CostBreakdown::default(),
+        unpriced: false,
+        latency_ms: None,
+        ttfb_ms: None,
+        client_ip: None,
+        user_agent: None,
+        created_at,
+        updated_at: created_at,
+    };
+    let stale_streaming = rec(UsageStatus::Streaming, old);
+    let stale_pending = rec(UsageStatus::Pending, old);
+    let old_completed = rec(UsageStatus::Completed, old);
+    let fresh_streaming = rec(UsageStatus::Streaming, now());
+    let all = vec![
+        stale_streaming.clone(),
+        stale_pending.clone(),
+        old_completed.clone(),
+        fresh_streaming.clone(),
+    ];
+    s.write_batch(&UsageBatch {
+        records: all,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cutoff = Timestamp::from_millis(now().millis() - 60_000);
+    assert_eq!(s.fail_stale_usage(cutoff).await.unwrap(), 2);
+    for r in [&stale_streaming, &stale_pending] {
+        let got = s.get_usage(r.id).await.unwrap().unwrap();
+        assert_eq!(got.status, UsageStatus::Failed);
+        assert_eq!(got.error_type.as_deref(), Some("stale"));
+        assert!(got.error_message.is_some());
+        assert!(got.updated_at.millis() > old.millis());
+    }
+    assert_eq!(
+        s.get_usage(old_completed.id).await.unwrap().unwrap(),
+        old_completed
+    );
+    assert_eq!(
+        s.get_usage(fresh_streaming.id).await.unwrap().unwrap(),
+        fresh_streaming
+    );
+    // Nothing left to do: a second run changes nothing.
+    assert_eq!(s.fail_stale_usage(cutoff).await.unwrap(), 0);
 }
