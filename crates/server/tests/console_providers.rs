@@ -11,72 +11,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
+mod console_kit;
 
 use aether_domain::secret::mask;
 use aether_testkit::MockUpstream;
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
-use reqwest::{Client, StatusCode, redirect};
+use console_kit::{csrf, page, sign_in, submit};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const SECRET: &str = "sk-ant-api03-console-test-SECRET-0123456789";
-
-/// A browser-like client: keeps cookies, does not follow redirects (so post/redirect/get is
-/// visible).
-fn browser() -> Client {
-    Client::builder()
-        .cookie_store(true)
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> Client {
-    let c = browser();
-    let r = c
-        .post(format!("{}/login", app.url))
-        .form(&[("email", email), ("password", password), ("next", "")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "console login {email}");
-    c
-}
-
-async fn page(app: &TestApp, c: &Client, path: &str) -> (StatusCode, String) {
-    let r = c.get(format!("{}{path}", app.url)).send().await.unwrap();
-    (r.status(), r.text().await.unwrap())
-}
-
-/// The anti-CSRF token of a rendered page.
-fn csrf(html: &str) -> String {
-    let at = html
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a csrf field")
-        + 19;
-    html[at..].split('"').next().unwrap().to_string()
-}
-
-/// Posts a form; returns status, `Location` and body.
-async fn submit(
-    app: &TestApp,
-    c: &Client,
-    path: &str,
-    fields: &[(&str, &str)],
-) -> (StatusCode, String, String) {
-    let r = c
-        .post(format!("{}{path}", app.url))
-        .form(fields)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let location = r
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, location, r.text().await.unwrap())
-}
 
 /// The text between `start` and the next `"` after the first `marker`… `start` in `html`.
 fn attr_after(html: &str, marker: &str, start: &str) -> String {
