@@ -293,9 +293,7 @@ impl Transcoder {
             return out.freeze();
         }
         while let Some(ev) = self.sse.next_event() {
-            self.dec
-                .event(ev.event.as_deref(), &ev.data, &mut self.events);
-            self.pump(&mut out);
+            self.event(ev.event.as_deref(), &ev.data, &mut out);
             if self.done {
                 break;
             }
@@ -303,16 +301,37 @@ impl Transcoder {
         out.freeze()
     }
 
+    /// One upstream event that the caller already decoded (an SSE event, or an element of a
+    /// Gemini JSON-array stream as `data`), so a stream is parsed once, not twice. Use either
+    /// this and [`end`](Self::end), or [`feed`](Self::feed) and [`finish`](Self::finish).
+    pub fn push(&mut self, name: Option<&str>, data: &str) -> Bytes {
+        let mut out = BytesMut::new();
+        if !self.done {
+            self.event(name, data, &mut out);
+        }
+        out.freeze()
+    }
+
     /// The upstream stream ended: flushes a last unterminated event and closes the client
     /// stream properly. Idempotent.
     pub fn finish(&mut self) -> Bytes {
+        if self.done {
+            return Bytes::new();
+        }
+        let mut out = BytesMut::new();
+        if let Some(ev) = self.sse.finish() {
+            self.event(ev.event.as_deref(), &ev.data, &mut out);
+        }
+        out.put(self.end());
+        out.freeze()
+    }
+
+    /// The upstream stream ended (events given through [`push`](Self::push)): closes the
+    /// client stream properly. Idempotent.
+    pub fn end(&mut self) -> Bytes {
         let mut out = BytesMut::new();
         if self.done {
             return out.freeze();
-        }
-        if let Some(ev) = self.sse.finish() {
-            self.dec
-                .event(ev.event.as_deref(), &ev.data, &mut self.events);
         }
         self.dec.end(&mut self.events);
         self.pump(&mut out);
@@ -356,6 +375,11 @@ impl Transcoder {
     #[must_use]
     pub const fn is_done(&self) -> bool {
         self.done
+    }
+
+    fn event(&mut self, name: Option<&str>, data: &str, out: &mut BytesMut) {
+        self.dec.event(name, data, &mut self.events);
+        self.pump(out);
     }
 
     fn pump(&mut self, out: &mut BytesMut) {

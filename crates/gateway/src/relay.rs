@@ -368,19 +368,30 @@ const COALESCE_BYTES: usize = 64 * 1024;
 
 impl State {
     /// Observes units; in strip mode returns the re-encoded bytes to send instead of the raw ones.
+    /// Observes units; in strip mode, and when transcoding, returns the bytes to send instead
+    /// of the raw ones (a converted stream is transcoded from these units: parsed once).
     fn observe(&mut self, units: Vec<Unit>) -> Option<Bytes> {
-        let mut re = self.c.strip_usage_chunk.then(BytesMut::new);
+        let mut re = (self.c.strip_usage_chunk || self.c.transcoder.is_some()).then(BytesMut::new);
         for u in units {
             match u {
                 Unit::Event(ev) => {
                     self.fin.usage.observe_sse(&ev);
-                    if let Some(buf) = re.as_mut()
+                    if let Some(t) = self.c.transcoder.as_mut() {
+                        if let Some(buf) = re.as_mut() {
+                            buf.extend_from_slice(&t.push(ev.event.as_deref(), &ev.data));
+                        }
+                    } else if let Some(buf) = re.as_mut()
                         && !is_usage_only_chunk(&ev)
                     {
                         buf.extend_from_slice(&encode_event(ev.event.as_deref(), &ev.data));
                     }
                 }
-                Unit::Element(el) => self.fin.usage.observe_json(&el),
+                Unit::Element(el) => {
+                    self.fin.usage.observe_json(&el);
+                    if let (Some(t), Some(buf)) = (self.c.transcoder.as_mut(), re.as_mut()) {
+                        buf.extend_from_slice(&t.push(None, &String::from_utf8_lossy(&el)));
+                    }
+                }
             }
         }
         re.map(BytesMut::freeze)
@@ -401,7 +412,7 @@ impl State {
                     self.out.extend_from_slice(&b);
                 }
                 if let Some(t) = self.c.transcoder.as_mut() {
-                    self.out.extend_from_slice(&t.finish());
+                    self.out.extend_from_slice(&t.end());
                 }
                 self.fin.complete(UsageStatus::Completed, 200, None, None);
                 self.ended = true;
@@ -414,25 +425,20 @@ impl State {
                 Ok(units) => {
                     let send = self.observe(units).unwrap_or(chunk);
                     self.fin.log.capture(&send);
-                    match self.c.transcoder.as_mut() {
-                        None => self.out.extend_from_slice(&send),
-                        Some(t) => {
-                            self.out.extend_from_slice(&t.feed(&send));
-                            if t.is_done() {
-                                // The upstream reported an error inside its stream; the
-                                // client got it in its own dialect.
-                                self.fin.complete(
-                                    UsageStatus::Failed,
-                                    502,
-                                    None,
-                                    Some((
-                                        "stream_interrupted",
-                                        "the upstream sent an error event".to_string(),
-                                    )),
-                                );
-                                self.ended = true;
-                            }
-                        }
+                    self.out.extend_from_slice(&send);
+                    if self.c.transcoder.as_ref().is_some_and(|t| t.is_done()) {
+                        // The upstream reported an error inside its stream; the client got it
+                        // in its own dialect.
+                        self.fin.complete(
+                            UsageStatus::Failed,
+                            502,
+                            None,
+                            Some((
+                                "stream_interrupted",
+                                "the upstream sent an error event".to_string(),
+                            )),
+                        );
+                        self.ended = true;
                     }
                 }
             },
@@ -484,10 +490,7 @@ pub fn relay(
     };
     for b in first {
         state.fin.log.capture(&b);
-        match state.c.transcoder.as_mut() {
-            Some(t) => state.out.extend_from_slice(&t.feed(&b)),
-            None => state.out.extend_from_slice(&b),
-        }
+        state.out.extend_from_slice(&b);
     }
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
