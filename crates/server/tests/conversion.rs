@@ -996,3 +996,118 @@ async fn real_cli_requests_are_served_across_dialects() {
     }
     app.stop().await;
 }
+
+/// Failure paths through a converted candidate: a 429 on the same-format key fails over to the
+/// converted one; a client that goes away mid converted stream is recorded as 499 with the
+/// tokens seen, and the upstream connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converted_candidates_take_failures_and_client_disconnects() {
+    use futures_util::StreamExt as _;
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    let oai = app
+        .add_route(
+            &admin,
+            "openai",
+            "OPENAI",
+            &mock.url(),
+            &[("sk-oai", 1)],
+            "mixed",
+            "mixed-o",
+            1,
+        )
+        .await;
+    app.add_route(
+        &admin,
+        "gemini",
+        "GEMINI",
+        &mock.url(),
+        &[("sk-gem", 1)],
+        "mixed",
+        "mixed-g",
+        2,
+    )
+    .await;
+    app.patch(
+        &format!("/api/admin/models/global/{}", oai.model_id),
+        &admin,
+        json!({"capabilities": {"streaming": true, "allow_cross_format": true}}),
+    )
+    .await;
+    let (_, gw_key) = app.gateway_key(&admin, "fail@example.com").await;
+    app.wait_for_model(&gw_key, "mixed").await;
+    let send = |stream: bool| {
+        let (path, body) = request("OPENAI", "mixed", stream);
+        app.client
+            .post(format!("{}{path}", app.url))
+            .bearer_auth(&gw_key)
+            .json(&body)
+            .send()
+    };
+
+    // 429 on the OpenAI key: the Gemini key serves, converted.
+    mock.script(
+        "sk-oai",
+        [Step::from(aether_testkit::Action::Status {
+            code: 429,
+            retry_after: Some(30),
+            body: None,
+        })],
+    );
+    let r = send(false).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let rid = r.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    let traces = app.traces(&rid).await;
+    assert_eq!(traces[0].status_code, Some(429), "{traces:?}");
+    assert_eq!(
+        traces.last().unwrap().conversion.as_deref(),
+        Some("OPENAI→GEMINI")
+    );
+    assert_eq!(mock.request_count("sk-gem"), 1);
+
+    // The OpenAI key now rests (Retry-After); a Gemini stream that the client abandons.
+    mock.script(
+        "sk-gem",
+        [Step::slow_stream(200)
+            .text("one two three four five six seven eight nine ten")
+            .usage(aether_testkit::Usage {
+                input: 55,
+                output: 10,
+                ..Default::default()
+            })],
+    );
+    let r = send(true).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let rid = r.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut body = r.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("chat.completion.chunk"),
+        "the client got converted chunks: {}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(body);
+    let rec = app.usage(&rid).await;
+    assert_eq!(
+        (rec.status, rec.status_code),
+        (UsageStatus::Failed, Some(499))
+    );
+    assert_eq!(
+        rec.tokens.input, 55,
+        "the tokens seen before the client left"
+    );
+    assert!(
+        mock.wait_idle(std::time::Duration::from_secs(5)).await,
+        "the upstream stream was closed"
+    );
+    app.stop().await;
+}
