@@ -1108,6 +1108,7 @@ impl Exchange {
             strip_usage_chunk: strip,
             idle_timeout: endpoint_timeout,
             dialect: self.dialect,
+            upstream_dialect: up,
             transcoder,
         };
         let owned = std::mem::replace(fin, self.finish());

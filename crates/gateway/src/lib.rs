@@ -10,6 +10,7 @@
 pub mod admit;
 pub mod error;
 pub mod forward;
+pub mod journal;
 pub mod limits;
 pub mod metrics;
 pub mod models;
@@ -56,17 +57,19 @@ struct Inner {
 }
 
 impl Gateway {
-    /// Builds the gateway and its first snapshot, and starts the usage writer. The returned
-    /// handle drains the writer on shutdown.
+    /// Builds the gateway and its first snapshot, and starts the usage writer (journaling final
+    /// records in `journal`, if given, and committing what it recovered). The returned handle
+    /// drains the writer on shutdown.
     pub async fn start(
         store: DynStore,
         cipher: Cipher,
         live: Arc<dyn LiveState>,
+        journal: Option<(journal::Journal, Vec<journal::Recovered>)>,
     ) -> Result<(Self, WriterHandle), StoreError> {
         install_tls();
         let clients = Clients::default();
         let snapshot = Snapshot::load(&store, &cipher, &clients).await?;
-        let (usage, handle) = UsageWriter::start(store.clone(), 10_000);
+        let (usage, handle) = UsageWriter::start(store.clone(), 10_000, journal);
         Ok((
             Self {
                 inner: Arc::new(Inner {

@@ -243,10 +243,8 @@ impl Finish {
                 w.send_detached(UsageEvent::Traces(std::mem::take(&mut self.traces)));
             }
         }
-        w.send_detached(UsageEvent::Record(Box::new(r.clone())));
-        if let Some(b) = billing {
-            w.send_detached(UsageEvent::Bill(b));
-        }
+        // Journaled here, before the caller hands the client the end of its response.
+        w.finish(r.clone(), billing);
         if let Some(mut bodies) = self.log.bodies.take() {
             if self.log.response_cap > 0
                 && bodies.response_body.is_none()
@@ -350,6 +348,8 @@ pub struct Committed {
     pub strip_usage_chunk: bool,
     pub idle_timeout: Duration,
     pub dialect: Dialect,
+    /// The dialect the upstream speaks (differs from `dialect` when transcoding).
+    pub upstream_dialect: Dialect,
     /// The upstream speaks another dialect: what the client sees is transcoded (the side
     /// parser still reads usage from the upstream's own events).
     pub transcoder: Option<aether_convert::Transcoder>,
@@ -361,6 +361,26 @@ struct State {
     /// Bytes ready for the client.
     out: BytesMut,
     ended: bool,
+    /// The upstream sent its stream's terminal event (see [`is_terminal`]).
+    terminal: bool,
+}
+
+/// The event after which an upstream stream is complete: Anthropic's `message_stop`, OpenAI
+/// Chat's `[DONE]`, the Responses API's `response.completed`. Gemini has none (its stream is
+/// complete when it ends).
+fn is_terminal(upstream: Dialect, ev: &SseEvent) -> bool {
+    match upstream {
+        Dialect::AnthropicMessages => {
+            ev.event.as_deref() == Some("message_stop")
+                || (ev.event.is_none() && ev.data.contains("\"message_stop\""))
+        }
+        Dialect::OpenaiChat => ev.data.trim() == "[DONE]",
+        Dialect::OpenaiResponses => {
+            ev.event.as_deref() == Some("response.completed")
+                || (ev.event.is_none() && ev.data.contains("\"response.completed\""))
+        }
+        Dialect::Gemini => false,
+    }
 }
 
 /// Upper bound of bytes gathered into one write to the client.
@@ -376,6 +396,7 @@ impl State {
             match u {
                 Unit::Event(ev) => {
                     self.fin.usage.observe_sse(&ev);
+                    self.terminal |= is_terminal(self.c.upstream_dialect, &ev);
                     if let Some(t) = self.c.transcoder.as_mut() {
                         if let Some(buf) = re.as_mut() {
                             buf.extend_from_slice(&t.push(ev.event.as_deref(), &ev.data));
@@ -424,6 +445,7 @@ impl State {
                 ),
                 Ok(units) => {
                     let send = self.observe(units).unwrap_or(chunk);
+                    self.settle_if_terminal();
                     self.fin.log.capture(&send);
                     self.out.extend_from_slice(&send);
                     if self.c.transcoder.as_ref().is_some_and(|t| t.is_done()) {
@@ -442,6 +464,16 @@ impl State {
                     }
                 }
             },
+        }
+    }
+
+    /// Once the upstream's terminal event has been read, the request is complete: it is
+    /// recorded (journaled) before that event is handed to the client, so a client that saw
+    /// the end of its stream always has a record, even if the process dies before the upstream
+    /// closes the connection.
+    fn settle_if_terminal(&mut self) {
+        if self.terminal && !self.ended {
+            self.fin.complete(UsageStatus::Completed, 200, None, None);
         }
     }
 
@@ -483,11 +515,13 @@ pub fn relay(
         fin,
         out: BytesMut::new(),
         ended: false,
+        terminal: false,
     };
     let first = match state.observe(preread_units) {
         Some(rewritten) => vec![rewritten],
         None => preread,
     };
+    state.settle_if_terminal();
     for b in first {
         state.fin.log.capture(&b);
         state.out.extend_from_slice(&b);

@@ -10,6 +10,9 @@
 //!   with the next events merged in, until it commits. Retrying is safe: records upsert by id
 //!   and billing is applied exactly once (the store's `billed` flag).
 //! * Shutdown drains: [`UsageWriter::shutdown`] closes the queue and waits for the last batch.
+//! * A killed process does not lose finished requests: [`UsageWriter::finish`] appends the
+//!   final record and its billing to the [`Journal`] before enqueuing them; the writer tells
+//!   the journal what committed, and a restart replays what had not (see `journal`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use std::time::Duration;
 use aether_domain::RequestId;
 use aether_domain::entities::{AttemptTrace, UsageBodies, UsageRecord};
 use aether_store::{Billing, DynStore, UsageBatch};
+
+use crate::journal::{Journal, Recovered};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -28,7 +33,12 @@ pub enum UsageEvent {
     Record(Box<UsageRecord>),
     Traces(Vec<AttemptTrace>),
     Bodies(RequestId, Box<UsageBodies>),
-    Bill(Billing),
+    /// A request's final record and its billing; `segment`: the journal segment holding it.
+    Final {
+        record: Box<UsageRecord>,
+        bill: Option<Billing>,
+        segment: Option<u64>,
+    },
     /// Answered once everything enqueued before it has committed.
     Flush(oneshot::Sender<()>),
     /// Sent by [`WriterHandle::shutdown`]: write what is queued, then stop.
@@ -42,11 +52,15 @@ pub struct WriterStats {
     pub written_batches: AtomicU64,
     pub written_records: AtomicU64,
     pub failed_attempts: AtomicU64,
+    /// Final records that could not be appended to the journal (still queued for the
+    /// database, but not crash-safe).
+    pub journal_errors: AtomicU64,
 }
 
 #[derive(Clone)]
 pub struct UsageWriter {
     tx: mpsc::Sender<UsageEvent>,
+    journal: Option<Arc<Journal>>,
     pub stats: Arc<WriterStats>,
 }
 
@@ -62,18 +76,64 @@ const LINGER: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_millis(5);
 
 impl UsageWriter {
-    /// Starts the writer task.
-    pub fn start(store: DynStore, capacity: usize) -> (Self, WriterHandle) {
+    /// Starts the writer task. With a journal, what it recovered from an earlier process is
+    /// committed first (queued behind nothing, with backpressure like any event).
+    pub fn start(
+        store: DynStore,
+        capacity: usize,
+        journal: Option<(Journal, Vec<Recovered>)>,
+    ) -> (Self, WriterHandle) {
         let (tx, rx) = mpsc::channel(capacity.max(16));
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(run(store, rx, stats.clone()));
-        (
-            Self {
-                tx: tx.clone(),
-                stats,
-            },
-            WriterHandle { tx, task },
-        )
+        let (journal, recovered) = match journal {
+            Some((j, r)) => (Some(Arc::new(j)), r),
+            None => (None, Vec::new()),
+        };
+        let task = tokio::spawn(run(store, rx, stats.clone(), journal.clone()));
+        let writer = Self {
+            tx: tx.clone(),
+            journal,
+            stats,
+        };
+        if !recovered.is_empty() {
+            let w = writer.clone();
+            tokio::spawn(async move {
+                for r in recovered {
+                    w.send(UsageEvent::Final {
+                        record: Box::new(r.entry.record),
+                        bill: r.entry.bill,
+                        segment: Some(r.segment),
+                    })
+                    .await;
+                }
+            });
+        }
+        (writer, WriterHandle { tx, task })
+    }
+
+    /// Records a finished request: appends its final record and billing to the journal (so a
+    /// crash from here on loses nothing), then enqueues them. Call it before the client is
+    /// handed the end of the response; it does not wait for the database.
+    pub fn finish(&self, record: UsageRecord, bill: Option<Billing>) {
+        let segment = self.journal.as_ref().and_then(|j| {
+            j.append(&record, bill.as_ref())
+                .map_err(|e| {
+                    self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, request_id = %record.id, "usage journal append failed; the record is queued but not crash-safe");
+                })
+                .ok()
+        });
+        self.send_detached(UsageEvent::Final {
+            record: Box::new(record),
+            bill,
+            segment,
+        });
+    }
+
+    /// Final records journaled but not yet committed to the database.
+    #[must_use]
+    pub fn journal_outstanding(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.outstanding())
     }
 
     /// Enqueues an event; waits when the queue is full.
@@ -135,6 +195,8 @@ struct Pending {
     traces: Vec<AttemptTrace>,
     bodies: Vec<(RequestId, UsageBodies)>,
     billing: Vec<Billing>,
+    /// Journal entries in this batch, per segment.
+    segments: HashMap<u64, u64>,
     flushes: Vec<oneshot::Sender<()>>,
     events: u64,
     close: bool,
@@ -144,15 +206,20 @@ impl Pending {
     fn add(&mut self, e: UsageEvent) {
         self.events += 1;
         match e {
-            UsageEvent::Record(r) => {
-                if !self.records.contains_key(&r.id) {
-                    self.order.push(r.id);
+            UsageEvent::Record(r) => self.record(*r),
+            UsageEvent::Final {
+                record,
+                bill,
+                segment,
+            } => {
+                self.record(*record);
+                self.billing.extend(bill);
+                if let Some(n) = segment {
+                    *self.segments.entry(n).or_default() += 1;
                 }
-                self.records.insert(r.id, *r);
             }
             UsageEvent::Traces(t) => self.traces.extend(t),
             UsageEvent::Bodies(id, b) => self.bodies.push((id, *b)),
-            UsageEvent::Bill(b) => self.billing.push(b),
             UsageEvent::Flush(tx) => {
                 self.events -= 1;
                 self.flushes.push(tx);
@@ -162,6 +229,13 @@ impl Pending {
                 self.close = true;
             }
         }
+    }
+
+    fn record(&mut self, r: UsageRecord) {
+        if !self.records.contains_key(&r.id) {
+            self.order.push(r.id);
+        }
+        self.records.insert(r.id, r);
     }
 
     fn len(&self) -> usize {
@@ -182,7 +256,12 @@ impl Pending {
     }
 }
 
-async fn run(store: DynStore, mut rx: mpsc::Receiver<UsageEvent>, stats: Arc<WriterStats>) {
+async fn run(
+    store: DynStore,
+    mut rx: mpsc::Receiver<UsageEvent>,
+    stats: Arc<WriterStats>,
+    journal: Option<Arc<Journal>>,
+) {
     let mut pending = Pending::default();
     let mut closed = false;
     let mut backoff = Duration::from_millis(100);
@@ -227,6 +306,9 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<UsageEvent>, stats: Arc<Wri
                     .written_records
                     .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
                 stats.queued.fetch_sub(pending.events, Ordering::Relaxed);
+                if let Some(j) = &journal {
+                    j.committed(&pending.segments);
+                }
                 for f in pending.flushes.drain(..) {
                     let _ = f.send(());
                 }

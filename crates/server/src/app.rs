@@ -133,10 +133,15 @@ impl App {
         let store = open_store(cfg).await?;
         let secrets = secrets::load(cfg)?;
         let propagator = Propagator::from_config(cfg)?;
+        let journal_dir = cfg.data_dir.join("usage-journal");
+        let journal = aether_gateway::journal::Journal::open(&journal_dir).with_context(|| {
+            format!("cannot open the usage journal in {}", journal_dir.display())
+        })?;
         let (gateway, writer) = Gateway::start(
             store.clone(),
             secrets.cipher.clone(),
             live_state(cfg).await?,
+            Some(journal),
         )
         .await
         .context("cannot load the routing snapshot")?;

@@ -393,4 +393,6 @@ pub async fn run_jobs(admin: &aether_admin::Admin, store: &aether_store::DynStor
         Ok(n) => tracing::warn!(records = n, "stale in-flight usage records marked failed"),
         Err(e) => tracing::warn!(error = %e, "could not fail stale usage records"),
     }
+    crate::jobs::rollups::run(admin, store).await;
+    crate::jobs::retention::run(admin, store).await;
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod jobs;
 pub mod leader;
 pub mod probe;
 pub mod propagate;

@@ -15,6 +15,8 @@ pub mod error;
 mod migrations;
 pub mod models;
 pub mod providers;
+pub mod retention;
+pub mod rollups;
 pub mod sessions;
 mod sql;
 pub mod testing;
@@ -30,6 +32,8 @@ pub use db::{Backend, ConnectOptions, Db};
 pub use error::StoreError;
 pub use models::{GlobalModelFilter, ModelRepo};
 pub use providers::{ProviderFilter, ProviderRepo};
+pub use retention::RetentionRepo;
+pub use rollups::RollupRepo;
 pub use sessions::{RefreshLookup, SessionRepo};
 pub use sql::{Page, Paged};
 pub use sqlx::Error as SqlxError;
@@ -42,7 +46,16 @@ pub use users::{UserFilter, UserRepo};
 /// Everything the services need from storage.
 #[async_trait::async_trait]
 pub trait Store:
-    UserRepo + ApiKeyRepo + ProviderRepo + ModelRepo + UsageRepo + AdminRepo + SessionRepo + ConfigRepo
+    UserRepo
+    + ApiKeyRepo
+    + ProviderRepo
+    + ModelRepo
+    + UsageRepo
+    + RollupRepo
+    + RetentionRepo
+    + AdminRepo
+    + SessionRepo
+    + ConfigRepo
 {
     fn backend(&self) -> Backend;
     /// A round trip to the database (readiness).

@@ -29,6 +29,16 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "health_index",
         include_str!("../migrations/sqlite/0004_health_index.sql"),
     ),
+    (
+        5,
+        "rollups",
+        include_str!("../migrations/sqlite/0005_rollups.sql"),
+    ),
+    (
+        6,
+        "retention",
+        include_str!("../migrations/sqlite/0006_retention.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -51,6 +61,16 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "health_index",
         include_str!("../migrations/postgres/0004_health_index.sql"),
+    ),
+    (
+        5,
+        "rollups",
+        include_str!("../migrations/postgres/0005_rollups.sql"),
+    ),
+    (
+        6,
+        "retention",
+        include_str!("../migrations/postgres/0006_retention.sql"),
     ),
 ];
 

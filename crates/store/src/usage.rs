@@ -139,7 +139,7 @@ pub struct HeatCell {
 }
 
 /// What a finished request costs, applied exactly once (guarded by the record's `billed` flag).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Billing {
     pub request_id: RequestId,
     pub user_id: Option<UserId>,

@@ -1,0 +1,4 @@
+//! The cluster-wide background jobs the leader runs (see `leader::run_jobs`).
+
+pub mod retention;
+pub mod rollups;

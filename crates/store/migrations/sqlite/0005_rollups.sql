@@ -1,0 +1,1 @@
+-- Usage rollups (filled in by the rollups change).

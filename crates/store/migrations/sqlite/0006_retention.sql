@@ -1,0 +1,1 @@
+-- Retention support (filled in by the retention change).
