@@ -3,43 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use std::io::{BufRead as _, BufReader};
+mod proc_kit;
+
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use aether_store::testing::TestStore;
 use aether_store::{Backend, UserRepo as _};
 
-fn aether() -> Command {
-    aether_gateway::install_tls();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aether"));
-    // Keep the developer's environment out of the tests.
-    for var in [
-        "AETHER_CONFIG",
-        "AETHER_DATABASE_URL",
-        "AETHER_DATA_DIR",
-        "AETHER_ADMIN_EMAIL",
-        "AETHER_ADMIN_PASSWORD",
-        "AETHER_MODE",
-        "AETHER_JWT_SECRET",
-        "AETHER_ENCRYPTION_KEY",
-        "AETHER_LISTEN",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "aether-cli-{tag}-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use proc_kit::{aether, tmpdir};
 
 /// Runs a one-shot command; returns stdout, panicking with stderr on failure.
 fn run(dir: &Path, db: Option<&str>, args: &[&str]) -> String {
@@ -57,68 +29,8 @@ fn run(dir: &Path, db: Option<&str>, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    banner: Vec<String>,
-}
-
-impl Drop for Server {
-    /// A failing test must not leave a server running.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn start_server(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
-    let mut c = aether();
-    c.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir);
-    for (k, v) in extra_env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {banner:?}"
-        );
-        let line = lines.next().expect("server exited early").unwrap();
-        if let Some(u) = line.strip_prefix("aether listening on ") {
-            break u.to_string();
-        }
-        banner.push(line);
-    };
-    Server { child, url, banner }
-}
-
-fn stop_server(s: Server) {
-    let mut s = s;
-    let _ = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            assert!(status.success(), "graceful shutdown exits 0, got {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = s.child.kill();
-            panic!("server did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn start_server(dir: &Path, env: &[(&str, &str)]) -> proc_kit::Server {
+    proc_kit::start(dir, &[], env)
 }
 
 #[tokio::test]
@@ -143,7 +55,7 @@ async fn first_start_creates_admin_and_secrets_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the printed password works");
-    stop_server(s);
+    s.stop();
 
     for f in ["jwt.key", "encryption.key"] {
         let mode = std::fs::metadata(dir.join("secrets").join(f))
@@ -158,7 +70,7 @@ async fn first_start_creates_admin_and_secrets_once() {
         !s.banner.join("\n").contains("password"),
         "the password is printed only once"
     );
-    stop_server(s);
+    s.stop();
     assert_eq!(
         std::fs::read_to_string(dir.join("secrets/encryption.key")).unwrap(),
         key_before,
@@ -185,7 +97,7 @@ async fn admin_from_environment() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    stop_server(s);
+    s.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
 

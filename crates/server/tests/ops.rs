@@ -4,11 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 mod common;
+mod proc_kit;
 
-use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aether_store::testing::TestStore;
 use aether_store::{Backend, UserRepo as _};
@@ -247,109 +245,12 @@ async fn metrics_count_requests_failovers_errors_tokens_cost_and_breakers() {
 
 // ---------------------------------------------------------------- the real binary ----------
 
-fn aether() -> Command {
-    aether_gateway::install_tls();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aether"));
-    for var in [
-        "AETHER_CONFIG",
-        "AETHER_DATABASE_URL",
-        "AETHER_DATA_DIR",
-        "AETHER_ADMIN_EMAIL",
-        "AETHER_ADMIN_PASSWORD",
-        "AETHER_MODE",
-        "AETHER_JWT_SECRET",
-        "AETHER_ENCRYPTION_KEY",
-        "AETHER_LISTEN",
-        "AETHER_LOG",
-        "RUST_LOG",
-        "AETHER_LOG_FORMAT",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "aether-ops-{tag}-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    /// stderr lines, collected by a thread until the process exits.
-    stderr: Option<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn start(dir: &std::path::Path, args: &[&str]) -> Server {
-    let mut child = aether()
-        .args(["--data-dir"])
-        .arg(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        BufReader::new(err)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited early").unwrap();
-        if let Some(u) = line.strip_prefix("aether listening on ") {
-            break u.to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    Server {
-        child,
-        url,
-        stderr: Some(stderr),
-    }
-}
-
-/// SIGTERM, wait for a clean exit, return what it wrote to stderr.
-fn stop(mut s: Server) -> Vec<String> {
-    let _ = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            assert!(status.success(), "graceful shutdown exits 0, got {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s.stderr.take().unwrap().join().unwrap()
-}
+use proc_kit::{aether, start, tmpdir};
 
 #[tokio::test]
 async fn json_logs_carry_request_id_method_path_status_and_latency_and_no_secrets() {
     let dir = tmpdir("log");
-    let s = start(&dir, &["--log-format", "json"]);
+    let s = start(&dir, &["--log-format", "json"], &[]);
     let client = reqwest::Client::new();
     // A client request with a (wrong) key in a header and in the query string.
     let r = client
@@ -371,7 +272,7 @@ async fn json_logs_carry_request_id_method_path_status_and_latency_and_no_secret
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let api_id = request_id(&r);
     assert_ne!(gw_id, api_id);
-    let lines = stop(s);
+    let lines = s.stop();
 
     let events: Vec<Value> = lines
         .iter()
@@ -409,7 +310,7 @@ async fn json_logs_carry_request_id_method_path_status_and_latency_and_no_secret
 #[tokio::test]
 async fn backup_of_a_running_sqlite_server_opens_with_its_data() {
     let dir = tmpdir("backup");
-    let s = start(&dir, &[]);
+    let s = start(&dir, &[], &[]);
     let backup = dir.join("copy.db");
     let out = aether()
         .arg("--data-dir")
@@ -422,7 +323,7 @@ async fn backup_of_a_running_sqlite_server_opens_with_its_data() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stop(s);
+    s.stop();
     let copy = aether_store::SqlStore::open(
         &format!("sqlite://{}", backup.display()),
         &aether_store::ConnectOptions::default(),

@@ -46,6 +46,8 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// What it printed to stdout before its "listening" line (first-start banner).
+    pub banner: Vec<String>,
     /// stderr lines, collected by a thread until the process exits.
     stderr: Option<std::thread::JoinHandle<Vec<String>>>,
 }
@@ -82,18 +84,24 @@ pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut banner = Vec::new();
     let url = loop {
-        assert!(Instant::now() < deadline, "server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "server did not start: {banner:?}"
+        );
         let line = lines.next().expect("server exited early").unwrap();
         if let Some(u) = line.strip_prefix("aether listening on ") {
             break u.to_string();
         }
+        banner.push(line);
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
     Server {
         child,
         url,
+        banner,
         stderr: Some(stderr),
     }
 }
