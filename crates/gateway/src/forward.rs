@@ -61,7 +61,17 @@ pub async fn handle(gw: &Gateway, inc: Incoming) -> Response<Body> {
     match Exchange::prepare(gw, inc).await {
         Ok(x) => {
             let id = x.id;
-            let mut resp = x.run().await;
+            let mut shutdown = gw.shutdown_watch();
+            // Past the shutdown grace a request still waiting on its upstream is dropped
+            // (its `Finish` records it as `server_shutdown`) and answered 503.
+            let mut resp = tokio::select! {
+                r = x.run() => r,
+                _ = shutdown.wait_for(|v| *v) => GwError::new(
+                    ErrorKind::Unavailable,
+                    "the gateway is shutting down; the request was not finished",
+                )
+                .render(dialect),
+            };
             // Errors decided by the gateway carry the request id too (it names the record).
             if !resp.headers().contains_key("x-aether-request-id")
                 && let Ok(v) = HeaderValue::from_str(&id.to_string())
@@ -268,6 +278,7 @@ impl Exchange {
         );
         f.live = Some(self.gw.live().clone());
         f.metrics = Some(self.gw.metrics().clone());
+        f.shutdown = Some(self.gw.shutdown_watch());
         if self.log_headers {
             let extra = self.snap.settings.masked_headers();
             let mut b = UsageBodies {
@@ -399,21 +410,14 @@ impl Exchange {
                 &self.model,
                 &candidates,
             );
-            if live
-                .budget_reserve(account, seed, limit, amount)
-                .await
-                .is_err()
-            {
-                let e = GwError::quota(if self.caller.key.is_standalone {
-                    "balance exhausted; ask for a top-up".to_string()
-                } else {
-                    "quota exhausted for this period".to_string()
-                });
+            if let Err(refused) = live.budget_reserve(account, seed, limit, amount).await {
+                let (e, error_type) =
+                    crate::limits::budget_refusal(refused, self.caller.key.is_standalone);
                 fin.complete(
                     UsageStatus::Failed,
                     e.kind.status_for(self.dialect),
                     None,
-                    Some(("quota_exhausted", e.message.clone())),
+                    Some((error_type, e.message.clone())),
                 );
                 return e.render(self.dialect);
             }
@@ -1110,6 +1114,7 @@ impl Exchange {
             dialect: self.dialect,
             upstream_dialect: up,
             transcoder,
+            shutdown: self.gw.shutdown_watch(),
         };
         let owned = std::mem::replace(fin, self.finish());
         // The placeholder left behind must not record anything when it is dropped.

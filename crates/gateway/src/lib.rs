@@ -54,6 +54,9 @@ struct Inner {
     live: Arc<dyn LiveState>,
     usage: UsageWriter,
     metrics: Arc<metrics::Metrics>,
+    /// Set when the server's shutdown grace has run out: requests and streams still in
+    /// flight end at once (see [`Gateway::abort_in_flight`]).
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -80,6 +83,7 @@ impl Gateway {
                     live,
                     usage,
                     metrics: Arc::default(),
+                    shutdown: tokio::sync::watch::Sender::new(false),
                 }),
             },
             handle,
@@ -97,6 +101,19 @@ impl Gateway {
     #[must_use]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.snapshot.load_full()
+    }
+
+    /// Ends every request and stream still in flight: a stream gets an error event in its
+    /// client's dialect, a request still waiting on its upstream a 503; each is recorded as
+    /// failed (`server_shutdown`). Called when the shutdown grace has run out, before the usage
+    /// writer drains, so nothing is left `pending`/`streaming`.
+    pub fn abort_in_flight(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Gateway::abort_in_flight`] has been called.
+    pub(crate) fn shutdown_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
     }
 
     #[must_use]

@@ -112,6 +112,9 @@ pub struct Finish {
     pub reservation: Option<Reservation>,
     /// Where the request's figures are counted (`None`: not counted).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The gateway's shutdown signal: a request dropped after it fired was cut by the
+    /// shutdown, not by its client.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     done: bool,
 }
 
@@ -139,6 +142,7 @@ impl Finish {
             live: None,
             reservation: None,
             metrics: None,
+            shutdown: None,
             done: false,
         }
     }
@@ -262,6 +266,18 @@ impl Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         if !self.done {
+            if self.shutdown.as_ref().is_some_and(|s| *s.borrow()) {
+                self.complete(
+                    UsageStatus::Failed,
+                    503,
+                    None,
+                    Some((
+                        "server_shutdown",
+                        "the gateway shut down before the request finished".into(),
+                    )),
+                );
+                return;
+            }
             // The client went away (or the task was cancelled) before the end: the upstream
             // connection is dropped with us; bill what was generated so far.
             self.complete(
@@ -353,6 +369,8 @@ pub struct Committed {
     /// The upstream speaks another dialect: what the client sees is transcoded (the side
     /// parser still reads usage from the upstream's own events).
     pub transcoder: Option<aether_convert::Transcoder>,
+    /// The gateway's shutdown signal (see `Gateway::abort_in_flight`).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 struct State {
@@ -363,6 +381,9 @@ struct State {
     ended: bool,
     /// The upstream sent its stream's terminal event (see [`is_terminal`]).
     terminal: bool,
+    /// The upstream reported an error inside its stream (same-dialect streams; a converted
+    /// stream's transcoder handles its own): relayed untouched, recorded as a failure.
+    upstream_error: Option<String>,
 }
 
 /// The event after which an upstream stream is complete: Anthropic's `message_stop`, OpenAI
@@ -383,6 +404,43 @@ fn is_terminal(upstream: Dialect, ev: &SseEvent) -> bool {
     }
 }
 
+/// Whether an upstream stream event reports an error, and its message: Anthropic's
+/// `event: error`, the Responses API's `error` / `response.failed`, or (OpenAI Chat, Gemini)
+/// a payload whose top level is an `error` object.
+fn stream_error(upstream: Dialect, ev: &SseEvent) -> Option<String> {
+    let named = match upstream {
+        Dialect::AnthropicMessages => ev.event.as_deref() == Some("error"),
+        Dialect::OpenaiResponses => {
+            matches!(ev.event.as_deref(), Some("error" | "response.failed"))
+        }
+        Dialect::OpenaiChat | Dialect::Gemini => false,
+    };
+    if !named && !ev.data.contains("\"error\"") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&ev.data).ok()?;
+    let err = v
+        .get("error")
+        .or_else(|| v.get("response").and_then(|r| r.get("error")))
+        .filter(|e| !e.is_null());
+    if !named && err.is_none() {
+        return None;
+    }
+    let message = err
+        .and_then(|e| {
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "the upstream sent an error event".to_string());
+    Some(message)
+}
+
 /// Upper bound of bytes gathered into one write to the client.
 const COALESCE_BYTES: usize = 64 * 1024;
 
@@ -397,6 +455,9 @@ impl State {
                 Unit::Event(ev) => {
                     self.fin.usage.observe_sse(&ev);
                     self.terminal |= is_terminal(self.c.upstream_dialect, &ev);
+                    if self.c.transcoder.is_none() && self.upstream_error.is_none() {
+                        self.upstream_error = stream_error(self.c.upstream_dialect, &ev);
+                    }
                     if let Some(t) = self.c.transcoder.as_mut() {
                         if let Some(buf) = re.as_mut() {
                             buf.extend_from_slice(&t.push(ev.event.as_deref(), &ev.data));
@@ -435,7 +496,7 @@ impl State {
                 if let Some(t) = self.c.transcoder.as_mut() {
                     self.out.extend_from_slice(&t.end());
                 }
-                self.fin.complete(UsageStatus::Completed, 200, None, None);
+                self.settle_at_end();
                 self.ended = true;
             }
             Some(Ok(chunk)) => match self.c.decoder.push(&chunk) {
@@ -472,12 +533,51 @@ impl State {
     /// the end of its stream always has a record, even if the process dies before the upstream
     /// closes the connection.
     fn settle_if_terminal(&mut self) {
-        if self.terminal && !self.ended {
+        if self.terminal && !self.ended && self.upstream_error.is_none() {
+            self.fin.complete(UsageStatus::Completed, 200, None, None);
+        }
+    }
+
+    /// The upstream closed its stream cleanly. Complete — unless it reported an error inside
+    /// the stream, or (for dialects that have one) closed before its terminal event: then the
+    /// client got a cut answer, recorded as failed (`stream_interrupted`), billed for what
+    /// was generated. What the client received is not altered either way.
+    fn settle_at_end(&mut self) {
+        let truncated = !self.terminal
+            && self.c.transcoder.is_none()
+            && self.c.upstream_dialect != Dialect::Gemini;
+        if let Some(message) = self.upstream_error.take() {
+            self.fin.complete(
+                UsageStatus::Failed,
+                502,
+                None,
+                Some((
+                    "stream_interrupted",
+                    format!("the upstream sent an error event: {message}"),
+                )),
+            );
+        } else if truncated {
+            self.fin.complete(
+                UsageStatus::Failed,
+                502,
+                None,
+                Some((
+                    "stream_interrupted",
+                    "the upstream closed the stream before its final event".to_string(),
+                )),
+            );
+        } else {
             self.fin.complete(UsageStatus::Completed, 200, None, None);
         }
     }
 
     fn fail(&mut self, kind: ErrorKind, message: String) {
+        let code = if kind == ErrorKind::Timeout { 504 } else { 502 };
+        self.fail_as(kind, code, "stream_interrupted", message);
+    }
+
+    /// Ends the stream with an error event in the client's dialect and records it as failed.
+    fn fail_as(&mut self, kind: ErrorKind, code: u16, error_type: &str, message: String) {
         let event = match (&mut self.c.transcoder, &self.c.decoder) {
             (Some(t), _) => t.fail_with(kind, &message),
             // Gemini's JSON-array stream: one more element, the error, and close the array.
@@ -492,13 +592,8 @@ impl State {
             (None, Decoder::Sse(_)) => stream_error_event(self.c.dialect, kind, &message),
         };
         self.out.extend_from_slice(&event);
-        let code = if kind == ErrorKind::Timeout { 504 } else { 502 };
-        self.fin.complete(
-            UsageStatus::Failed,
-            code,
-            None,
-            Some(("stream_interrupted", message)),
-        );
+        self.fin
+            .complete(UsageStatus::Failed, code, None, Some((error_type, message)));
         self.ended = true;
     }
 }
@@ -516,6 +611,7 @@ pub fn relay(
         out: BytesMut::new(),
         ended: false,
         terminal: false,
+        upstream_error: None,
     };
     let first = match state.observe(preread_units) {
         Some(rewritten) => vec![rewritten],
@@ -534,7 +630,21 @@ pub fn relay(
             if st.ended {
                 return None;
             }
-            match tokio::time::timeout(st.c.idle_timeout, st.c.upstream.next()).await {
+            let next = tokio::select! {
+                biased;
+                _ = st.c.shutdown.wait_for(|v| *v) => None,
+                r = tokio::time::timeout(st.c.idle_timeout, st.c.upstream.next()) => Some(r),
+            };
+            let Some(next) = next else {
+                st.fail_as(
+                    ErrorKind::Unavailable,
+                    503,
+                    "server_shutdown",
+                    "the gateway is shutting down; the stream was cut".into(),
+                );
+                continue;
+            };
+            match next {
                 Err(_) => {
                     let secs = st.c.idle_timeout.as_secs();
                     st.fail(

@@ -656,6 +656,90 @@ async fn an_upstream_break_mid_stream_ends_with_an_error_event_and_is_recorded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_event_inside_a_committed_stream_is_relayed_and_recorded_as_failed() {
+    let mock = MockUpstream::start().await;
+    let (app, _, key) = two_keys(&mock).await;
+    mock.script(
+        "sk-a",
+        [Step::stream_error_after(3).usage(Usage {
+            input: 40,
+            output: 30,
+            ..Default::default()
+        })],
+    );
+    let resp = claude(&app, &key, true).await;
+    assert_eq!(resp.status(), StatusCode::OK, "committed before the error");
+    let id = resp.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("event: error") && !text.contains("message_stop"),
+        "the upstream's error event reaches the client untouched: {text}"
+    );
+    assert_eq!(
+        mock.request_count("sk-b"),
+        0,
+        "no failover after the first byte"
+    );
+    let rec = app.usage(&id).await;
+    assert_eq!(rec.status, UsageStatus::Failed, "{rec:?}");
+    assert_eq!(rec.error_type.as_deref(), Some("stream_interrupted"));
+    assert!(
+        rec.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("error event"),
+        "{rec:?}"
+    );
+    assert_eq!(rec.tokens.input, 40, "usage seen before the error is kept");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_closed_before_its_final_event_is_recorded_as_failed() {
+    let mock = MockUpstream::start().await;
+    let (app, _, key) = two_keys(&mock).await;
+    mock.script(
+        "sk-a",
+        [Step::truncated_after(3).usage(Usage {
+            input: 40,
+            output: 30,
+            ..Default::default()
+        })],
+    );
+    let resp = claude(&app, &key, true).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = resp.text().await.expect("the body ends cleanly");
+    assert!(text.contains("event: message_start"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    let rec = app.usage(&id).await;
+    assert_eq!(rec.status, UsageStatus::Failed, "{rec:?}");
+    assert_eq!(rec.error_type.as_deref(), Some("stream_interrupted"));
+    assert!(
+        rec.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("final event"),
+        "{rec:?}"
+    );
+    // And a complete stream is still recorded as completed.
+    let resp = claude(&app, &key, true).await;
+    let id = resp.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(resp.text().await.unwrap().contains("message_stop"));
+    assert_eq!(app.usage(&id).await.status, UsageStatus::Completed);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnect_stops_the_upstream_and_records_499() {
     let mock = MockUpstream::start().await;
     let (app, _, key) = two_keys(&mock).await;

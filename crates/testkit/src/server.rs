@@ -450,7 +450,9 @@ impl RequestCtx {
             | Action::DelayHeaders { .. }
             | Action::SlowStream { .. }
             | Action::FirstByteDelay { .. }
-            | Action::MidStreamDisconnect { .. } => {
+            | Action::MidStreamDisconnect { .. }
+            | Action::TruncatedStream { .. }
+            | Action::StreamError { .. } => {
                 if let Action::DelayHeaders { ms } = step.action {
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_millis(ms)) => {}
@@ -520,7 +522,27 @@ impl RequestCtx {
                     _ => split_bytes(&body, 4),
                 }
             }
-            mode => render::stream_frames(self.dialect, &reply, mode),
+            mode => {
+                let mut frames = render::stream_frames(self.dialect, &reply, mode);
+                match step.action {
+                    Action::TruncatedStream { after_chunks } => {
+                        frames.truncate(after_chunks.min(frames.len().saturating_sub(1)));
+                    }
+                    Action::StreamError { after_chunks } => {
+                        frames.truncate(after_chunks.min(frames.len().saturating_sub(1)));
+                        let ctx = ErrorCtx {
+                            model: &g.model,
+                            request_id: &self.request_id,
+                            retry_after: None,
+                        };
+                        let code = dialect::default_embedded_status(self.dialect);
+                        let err = dialect::status_error(self.dialect, code, &ctx);
+                        frames.push(render::error_frame(&err.body, mode));
+                    }
+                    _ => {}
+                }
+                frames
+            }
         };
         if let Action::MidStreamDisconnect { after_chunks } = step.action {
             // Never deliver the last frame, so the cut is always observable.

@@ -121,6 +121,18 @@ pub enum Action {
         /// Number of chunks (stream events) delivered before the abort.
         after_chunks: usize,
     },
+    /// Streams only: send `after_chunks` chunks, then end the body cleanly, without the
+    /// dialect's final event (`message_stop`, `[DONE]`, `response.completed`). Non-stream
+    /// replies are sent whole.
+    TruncatedStream {
+        after_chunks: usize,
+    },
+    /// Streams only: send `after_chunks` chunks, then the dialect's in-stream error event
+    /// (status 529 for Anthropic, 500 elsewhere, as in `EmbeddedError`), then end the body
+    /// cleanly. Non-stream replies are sent whole.
+    StreamError {
+        after_chunks: usize,
+    },
     /// An HTML error page as a CDN/proxy would serve it (content-type text/html).
     Html {
         /// HTTP status code, e.g. 502.
@@ -214,6 +226,16 @@ impl Step {
     /// Send `after_chunks` chunks, then abort the connection.
     pub fn disconnect_after(after_chunks: usize) -> Self {
         Action::MidStreamDisconnect { after_chunks }.into()
+    }
+
+    /// Send `after_chunks` stream chunks, then end cleanly without the final event.
+    pub fn truncated_after(after_chunks: usize) -> Self {
+        Action::TruncatedStream { after_chunks }.into()
+    }
+
+    /// Send `after_chunks` stream chunks, then an in-stream error event.
+    pub fn stream_error_after(after_chunks: usize) -> Self {
+        Action::StreamError { after_chunks }.into()
     }
 
     /// A CDN-style HTML error page with `status`.
