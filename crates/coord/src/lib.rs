@@ -246,10 +246,71 @@ pub struct BudgetView {
     pub reserved: Usd,
 }
 
+/// Why a budget reservation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetRefused {
+    /// The account has no headroom left; its live figures.
+    Exhausted(BudgetView),
+    /// The shared ledger (Redis) could not be reached. Nothing is spent without it — every
+    /// instance would otherwise spend the full headroom — but the caller is not out of money:
+    /// the request is answered as a service outage, not as an exhausted quota.
+    Unavailable,
+}
+
+/// The kinds of live-state call whose failures are counted: the `op` label of
+/// `aether_live_state_errors_total`. A fixed set, so the label stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LiveOp {
+    Affinity,
+    Cooldown,
+    Lease,
+    Rpm,
+    /// Circuit breakers and the health they keep.
+    Breaker,
+    Adaptive,
+    /// Quota and balance reservations, settlements and adjustments.
+    Budget,
+}
+
+impl LiveOp {
+    pub const ALL: [Self; 7] = [
+        Self::Affinity,
+        Self::Cooldown,
+        Self::Lease,
+        Self::Rpm,
+        Self::Breaker,
+        Self::Adaptive,
+        Self::Budget,
+    ];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Affinity => "affinity",
+            Self::Cooldown => "cooldown",
+            Self::Lease => "lease",
+            Self::Rpm => "rpm",
+            Self::Breaker => "breaker",
+            Self::Adaptive => "adaptive",
+            Self::Budget => "budget",
+        }
+    }
+}
+
+/// Failed live-state calls since start, per [`LiveOp`] (indexed in [`LiveOp::ALL`] order).
+pub type LiveErrors = [u64; LiveOp::ALL.len()];
+
 #[async_trait]
 pub trait LiveState: Send + Sync + 'static {
     /// The clock every rule of this state is judged by.
     fn now_ms(&self) -> i64;
+
+    /// Calls that failed since start because the shared store could not be reached (each
+    /// fell back to per-instance state or failed closed). Read at scrape time, so keeping
+    /// it costs the request path nothing. In-process state never fails: all zero.
+    fn errors(&self) -> LiveErrors {
+        [0; LiveOp::ALL.len()]
+    }
 
     /// The upstream key that last served this caller, if the binding is still fresh.
     async fn affinity_get(&self, key: &AffinityKey) -> Option<ProviderKeyId>;
@@ -316,13 +377,17 @@ pub trait LiveState: Send + Sync + 'static {
     /// Reserves `amount` against `account` if it has headroom left (`used + reserved <
     /// limit`); `seed_used` initialises an account this state has not seen. Overshoot is
     /// therefore bounded by one reservation per concurrent request at the edge.
+    ///
+    /// # Errors
+    /// [`BudgetRefused::Exhausted`] without headroom; [`BudgetRefused::Unavailable`] when the
+    /// shared ledger cannot be reached (budgets fail closed).
     async fn budget_reserve(
         &self,
         account: BudgetAccount,
         seed_used: Usd,
         limit: Usd,
         amount: Usd,
-    ) -> Result<(), BudgetView>;
+    ) -> Result<(), BudgetRefused>;
     /// Replaces a reservation by the actual charge (`reserved` may be zero: a plain charge).
     /// Synchronous so a request's drop guard can settle.
     fn budget_settle(&self, account: BudgetAccount, seed_used: Usd, reserved: Usd, actual: Usd);
@@ -714,17 +779,17 @@ impl LiveState for Local {
         seed_used: Usd,
         limit: Usd,
         amount: Usd,
-    ) -> Result<(), BudgetView> {
+    ) -> Result<(), BudgetRefused> {
         let mut all = lock(&self.budgets);
         let a = all.entry(account).or_insert(Account {
             used: seed_used.nanos(),
             reserved: 0,
         });
         if a.used.saturating_add(a.reserved) >= limit.nanos() {
-            return Err(BudgetView {
+            return Err(BudgetRefused::Exhausted(BudgetView {
                 used: Usd::from_nanos(a.used),
                 reserved: Usd::from_nanos(a.reserved),
-            });
+            }));
         }
         a.reserved = a.reserved.saturating_add(amount.nanos());
         Ok(())
@@ -1012,6 +1077,14 @@ mod tests {
         );
     }
 
+    /// The figures of a reservation refused for want of headroom (not for an outage).
+    fn exhausted(r: Result<(), BudgetRefused>) -> BudgetView {
+        match r {
+            Err(BudgetRefused::Exhausted(v)) => v,
+            other => panic!("expected an exhausted budget, got {other:?}"),
+        }
+    }
+
     async fn budgets_reserve_settle_and_bound_overshoot(mk: Make<'_>) {
         let (_, live) = mk(0);
         let user = BudgetAccount::User(UserId::new(), Some(0));
@@ -1021,7 +1094,7 @@ mod tests {
         assert!(live.budget_reserve(user, seed, limit, r).await.is_ok());
         assert!(live.budget_reserve(user, seed, limit, r).await.is_ok());
         // used 0.90 + reserved 0.12 ≥ 1: no headroom.
-        let v = live.budget_reserve(user, seed, limit, r).await.unwrap_err();
+        let v = exhausted(live.budget_reserve(user, seed, limit, r).await);
         assert_eq!(v.reserved, "0.12".parse().unwrap());
         live.budget_settle(user, seed, r, "0.01".parse().unwrap());
         live.budget_settle(user, seed, r, "0.02".parse().unwrap());
@@ -1129,7 +1202,7 @@ mod tests {
             live.budget_reserve(p, seed, limit, one).await.is_ok(),
             "one nanodollar left"
         );
-        let v = live.budget_reserve(p, seed, limit, one).await.unwrap_err();
+        let v = exhausted(live.budget_reserve(p, seed, limit, one).await);
         assert_eq!((v.used, v.reserved), (seed, one));
         live.budget_settle(p, seed, one, Usd::from_nanos(3));
         let v = live.budget_view(p, seed).await;
@@ -1310,17 +1383,24 @@ mod tests {
         };
         live.affinity_set(ak.clone(), k, ttl).await;
         assert_eq!(live.affinity_get(&ak).await, Some(k));
-        // Budgets: closed.
+        // Budgets: closed, and said to be out of reach rather than exhausted.
         let user = BudgetAccount::User(UserId::new(), None);
-        assert!(
+        assert_eq!(
             live.budget_reserve(user, Usd::ZERO, Usd::dollars(100), Usd::dollars(1))
-                .await
-                .is_err(),
+                .await,
+            Err(BudgetRefused::Unavailable),
             "no spend without the shared ledger"
         );
         live.budget_settle(user, Usd::ZERO, Usd::ZERO, Usd::dollars(1));
         assert_eq!(live.budget_view(user, Usd::ZERO).await.used, Usd::ZERO);
         assert!(live.failures() > 0, "failures are counted");
+        // … per kind of call, every kind touched above, and adding up to the total.
+        let errors = live.errors();
+        for (op, n) in LiveOp::ALL.iter().zip(errors) {
+            assert!(n > 0, "{} failures not counted", op.as_str());
+        }
+        assert_eq!(errors.iter().sum::<u64>(), live.failures());
+        assert_eq!(Local::default().errors(), [0; LiveOp::ALL.len()]);
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
@@ -1378,8 +1458,14 @@ mod tests {
         assert_eq!(live.failures(), 0);
 
         proxy.cut();
-        assert!(reserve().await.is_err(), "closed while Redis is away");
+        assert_eq!(
+            reserve().await,
+            Err(BudgetRefused::Unavailable),
+            "closed while Redis is away"
+        );
         assert!(live.failures() > 0);
+        let budget = LiveOp::ALL.iter().position(|o| *o == LiveOp::Budget);
+        assert!(live.errors()[budget.unwrap()] > 0);
 
         let proxy = Proxy::start(proxy.port).await;
         let started = Instant::now();

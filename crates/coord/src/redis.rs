@@ -23,8 +23,11 @@
 //! When Redis cannot be reached, or does not answer within the configured timeout, a call fails
 //! fast (and for one second afterwards skips Redis altogether) and then: budgets fail
 //! **closed** (a reservation is refused), everything else fails **open** to this instance's own
-//! in-process state ([`Local`]), so limits still hold per instance. Each failure is counted
-//! ([`RedisLive::failures`]) and logged, at most once per 10 s.
+//! in-process state ([`Local`]), so limits still hold per instance. A refused reservation says
+//! [`BudgetRefused::Unavailable`], not "exhausted": the caller is told of an outage, not that
+//! its money ran out. Each failure is counted, in total ([`RedisLive::failures`]) and per kind
+//! of call ([`LiveState::errors`], the `aether_live_state_errors_total` metric), and logged, at
+//! most once per 10 s.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,7 +45,8 @@ use crate::breaker::{Breaker, BreakerView, Gate};
 use crate::{
     AFFINITY_BUCKET_MS, AFFINITY_BUCKET_SECS, AFFINITY_BUCKETS, AffinityBinding, AffinityBucket,
     AffinityCounts, AffinityFormatCounts, AffinityKey, AffinityOutcome, AffinityStats,
-    BudgetAccount, BudgetView, Clock, LeaseId, LiveState, Local, RpmDenied, Scope, lock,
+    BudgetAccount, BudgetRefused, BudgetView, Clock, LeaseId, LiveErrors, LiveOp, LiveState, Local,
+    RpmDenied, Scope, lock,
 };
 
 /// Lease ids handed out by the in-process fallback carry this bit, so a release goes to the
@@ -229,9 +233,39 @@ struct Health {
     down_until: AtomicU64,
     last_warn: AtomicU64,
     failures: AtomicU64,
+    /// `failures` split by kind of call, in [`LiveOp::ALL`] order.
+    by_op: [AtomicU64; LiveOp::ALL.len()],
+}
+
+/// The kind of call an operation name (`what`, also logged) belongs to: the names start with
+/// the trait method's family.
+fn op_of(what: &str) -> Option<LiveOp> {
+    const FAMILIES: [(&str, LiveOp); 7] = [
+        ("affinity_", LiveOp::Affinity),
+        ("cool", LiveOp::Cooldown),
+        ("lease_", LiveOp::Lease),
+        ("rpm_", LiveOp::Rpm),
+        ("breaker_", LiveOp::Breaker),
+        ("adaptive_", LiveOp::Adaptive),
+        ("budget_", LiveOp::Budget),
+    ];
+    FAMILIES
+        .iter()
+        .find(|(family, _)| what.starts_with(family))
+        .map(|&(_, op)| op)
 }
 
 impl Health {
+    /// Counts one failed (or skipped) call.
+    fn count(&self, what: &str) -> u64 {
+        if let Some(i) = op_of(what).and_then(|op| LiveOp::ALL.iter().position(|o| *o == op))
+            && let Some(c) = self.by_op.get(i)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -241,7 +275,7 @@ impl Health {
     }
 
     fn failed(&self, what: &str, why: &dyn std::fmt::Display) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.count(what);
         let now = self.elapsed_ms();
         self.down_until
             .store(now.saturating_add(BACKOFF_MS), Ordering::Relaxed);
@@ -269,7 +303,7 @@ impl Health {
         fut: impl Future<Output = RedisResult<T>>,
     ) -> Option<T> {
         if self.is_down() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.count(what);
             return None;
         }
         match tokio::time::timeout(limit, fut).await {
@@ -353,6 +387,7 @@ impl RedisLive {
             down_until: AtomicU64::new(0),
             last_warn: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            by_op: Default::default(),
         });
         let pending = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -666,6 +701,14 @@ async fn worker(
 impl LiveState for RedisLive {
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    fn errors(&self) -> LiveErrors {
+        let mut out = [0; LiveOp::ALL.len()];
+        for (o, c) in out.iter_mut().zip(&self.health.by_op) {
+            *o = c.load(Ordering::Relaxed);
+        }
+        out
     }
 
     async fn affinity_get(&self, key: &AffinityKey) -> Option<ProviderKeyId> {
@@ -1185,7 +1228,7 @@ impl LiveState for RedisLive {
         seed_used: Usd,
         limit: Usd,
         amount: Usd,
-    ) -> Result<(), BudgetView> {
+    ) -> Result<(), BudgetRefused> {
         self.flush().await;
         let k = self.budget_key(account);
         let mut conn = self.conn.clone();
@@ -1205,15 +1248,12 @@ impl LiveState for RedisLive {
             .await;
         match r {
             Some((1, _, _)) => Ok(()),
-            Some((_, used, reserved)) => Err(BudgetView {
+            Some((_, used, reserved)) => Err(BudgetRefused::Exhausted(BudgetView {
                 used: Usd::from_nanos(used.parse().unwrap_or_default()),
                 reserved: Usd::from_nanos(reserved.parse().unwrap_or_default()),
-            }),
+            })),
             // Fail closed: no unbounded spend while the shared ledger is out of reach.
-            None => Err(BudgetView {
-                used: seed_used,
-                reserved: Usd::ZERO,
-            }),
+            None => Err(BudgetRefused::Unavailable),
         }
     }
 
@@ -1281,5 +1321,70 @@ impl LiveState for RedisLive {
                 reserved: Usd::ZERO,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation name passed to `Health::run` belongs to a kind of call, so no failure
+    /// is left out of the per-kind counts.
+    #[test]
+    fn every_operation_name_has_a_kind() {
+        let kinds = |names: &[&str]| names.iter().map(|n| op_of(n)).collect::<Vec<_>>();
+        assert!(
+            kinds(&[
+                "affinity_get",
+                "affinity_set",
+                "affinity_drop",
+                "affinity_list",
+                "affinity_clear",
+                "affinity_record",
+                "affinity_stats",
+            ])
+            .iter()
+            .all(|k| *k == Some(LiveOp::Affinity))
+        );
+        assert_eq!(
+            kinds(&["cool_down", "cooling"]),
+            [Some(LiveOp::Cooldown); 2]
+        );
+        assert_eq!(
+            kinds(&["lease_acquire", "lease_release", "lease_count"]),
+            [Some(LiveOp::Lease); 3]
+        );
+        assert_eq!(kinds(&["rpm_hit"]), [Some(LiveOp::Rpm)]);
+        assert_eq!(
+            kinds(&[
+                "breaker_admit",
+                "breaker_record",
+                "breaker_release_probe",
+                "breaker_view",
+                "breaker_reset",
+            ]),
+            [Some(LiveOp::Breaker); 5]
+        );
+        assert_eq!(
+            kinds(&[
+                "adaptive_limit",
+                "adaptive_sample",
+                "adaptive_429",
+                "adaptive_outcome",
+                "adaptive_history",
+            ]),
+            [Some(LiveOp::Adaptive); 5]
+        );
+        assert_eq!(
+            kinds(&[
+                "budget_reserve",
+                "budget_settle",
+                "budget_adjust",
+                "budget_forget",
+                "budget_view",
+            ]),
+            [Some(LiveOp::Budget); 5]
+        );
+        assert_eq!(op_of("something_else"), None);
     }
 }

@@ -10,16 +10,22 @@
 //!
 //! Leases are per request with a deadline and are held until the response — or the stream —
 //! ends (they live in the request's [`Finish`](crate::relay::Finish)).
+//!
+//! A reservation refused because the shared ledger (Redis) is out of reach is not an
+//! exhausted budget: it is answered 503 ([`budget_refusal`]), so a caller is never told to
+//! top up because of an outage.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_coord::adaptive::usable_slots;
 use aether_coord::breaker::Gate;
-use aether_coord::{BudgetAccount, Lease, LiveState, Scope};
+use aether_coord::{BudgetAccount, BudgetRefused, Lease, LiveState, Scope};
 use aether_domain::entities::{GlobalModel, Provider};
 use aether_domain::{Timestamp, Usd};
+use aether_protocol::errors::ErrorKind;
 
+use crate::error::GwError;
 use crate::plan::Candidate;
 use crate::snapshot::Caller;
 
@@ -52,6 +58,36 @@ pub fn caller_budget(caller: &Caller, now: Timestamp) -> Option<(BudgetAccount, 
             Usd::ZERO,
         )),
         None => None,
+    }
+}
+
+/// The usage `error_type` of a request refused because the live state could not be reached.
+pub const LIVE_STATE_UNAVAILABLE: &str = "live_state_unavailable";
+
+/// The answer to a refused caller reservation, and the usage record's `error_type`: an
+/// exhausted budget is a 429 (`quota_exhausted`) until it renews or is topped up; a ledger out
+/// of reach is a 503 (`live_state_unavailable`) with `Retry-After: 1` — the request fails
+/// closed (nothing is spent without the shared ledger), but the caller's money is not the
+/// problem and a retry after the outage succeeds.
+#[must_use]
+pub fn budget_refusal(refused: BudgetRefused, standalone: bool) -> (GwError, &'static str) {
+    match refused {
+        BudgetRefused::Exhausted(_) => (
+            GwError::quota(if standalone {
+                "balance exhausted; ask for a top-up"
+            } else {
+                "quota exhausted for this period"
+            }),
+            "quota_exhausted",
+        ),
+        BudgetRefused::Unavailable => (
+            GwError::new(
+                ErrorKind::Unavailable,
+                "live state unavailable: the gateway cannot check this key's quota or balance right now; retry shortly",
+            )
+            .retry_after(Some(1)),
+            LIVE_STATE_UNAVAILABLE,
+        ),
     }
 }
 
@@ -314,6 +350,48 @@ mod tests {
             c.user.as_ref().unwrap().quota_period.period_start(now),
             Some(at("2026-03-02T00:00:00Z"))
         );
+    }
+
+    /// An outage of the ledger is a 503 in every dialect, distinct from an exhausted quota
+    /// (429) — never "quota exhausted" or "ask for a top-up".
+    #[test]
+    fn an_unreachable_ledger_is_a_503_not_an_exhausted_quota() {
+        use aether_domain::format::Dialect;
+
+        let (e, error_type) = budget_refusal(BudgetRefused::Unavailable, true);
+        assert_eq!(error_type, LIVE_STATE_UNAVAILABLE);
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(
+            e.message.starts_with("live state unavailable"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("exhausted") && !e.message.contains("top-up"));
+        for d in [
+            Dialect::AnthropicMessages,
+            Dialect::OpenaiChat,
+            Dialect::OpenaiResponses,
+            Dialect::Gemini,
+        ] {
+            assert_eq!(e.render(d).status(), 503, "{d:?}");
+        }
+        assert_eq!(
+            e.render(Dialect::AnthropicMessages).headers()["retry-after"],
+            "1"
+        );
+
+        let view = aether_coord::BudgetView::default();
+        let (e, error_type) = budget_refusal(BudgetRefused::Exhausted(view), false);
+        assert_eq!(
+            (e.kind, e.message.as_str(), error_type),
+            (
+                ErrorKind::RateLimited,
+                "quota exhausted for this period",
+                "quota_exhausted"
+            )
+        );
+        let (e, _) = budget_refusal(BudgetRefused::Exhausted(view), true);
+        assert_eq!(e.message, "balance exhausted; ask for a top-up");
     }
 
     #[test]

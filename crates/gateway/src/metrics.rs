@@ -13,8 +13,8 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aether_coord::Scope;
 use aether_coord::breaker::BreakerState;
+use aether_coord::{LiveErrors, LiveOp, Scope};
 use aether_domain::entities::{UsageRecord, UsageStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -75,6 +75,11 @@ struct ScopeLabels {
     scope: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
 type DurationFamily = Family<FormatLabels, Histogram, fn() -> Histogram>;
 
 /// The registry of one gateway and handles to its metrics.
@@ -93,6 +98,7 @@ pub struct Metrics {
     usage_queue_depth: Gauge<u64, std::sync::atomic::AtomicU64>,
     usage_batches_written: Counter,
     usage_batch_failures: Counter,
+    live_state_errors: Family<OpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -170,6 +176,12 @@ impl Default for Metrics {
             "Usage batch writes that failed (each is retried).",
             usage_batch_failures.clone(),
         );
+        let live_state_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "aether_live_state_errors",
+            "Live-state calls that failed because Redis could not be reached (each fell back to this instance's own state or, for budgets, refused), by kind of call.",
+            live_state_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -184,6 +196,7 @@ impl Default for Metrics {
             usage_queue_depth,
             usage_batches_written,
             usage_batch_failures,
+            live_state_errors,
         }
     }
 }
@@ -297,6 +310,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Mirrors the live state's own failure counters (kept by `aether-coord` at no cost to
+    /// the request path) into the registry. Every kind is set, zero included, so an alert on
+    /// the rate sees the series from the start.
+    fn live_state_errors(&self, errors: LiveErrors) {
+        for (op, n) in LiveOp::ALL.iter().zip(errors) {
+            self.live_state_errors
+                .get_or_create(&OpLabels { op: op.as_str() })
+                .inner()
+                .store(n, Ordering::Relaxed);
+        }
+    }
+
     /// The registry in the Prometheus text format (0.0.4), as it stands now.
     fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -338,6 +363,7 @@ pub async fn render(gw: &Gateway) -> String {
         endpoint_leases += u64::from(live.lease_count(Scope::Endpoint(*e)).await);
     }
     let m = gw.metrics();
+    m.live_state_errors(live.errors());
     for (state, n) in [("closed", closed), ("open", open), ("half_open", half)] {
         m.breaker_keys.get_or_create(&StateLabels { state }).set(n);
     }
@@ -457,6 +483,44 @@ mod tests {
         assert_eq!(line(&text, "aether_usage_queue_depth"), Some("0"));
         assert_eq!(line(&text, "aether_usage_batches_written_total"), Some("0"));
         assert!(line(&text, "aether_requests_total{").is_none());
+    }
+
+    #[test]
+    fn live_state_errors_are_mirrored_per_kind_of_call() {
+        let m = Metrics::default();
+        let mut errors = [0; LiveOp::ALL.len()];
+        errors[LiveOp::ALL
+            .iter()
+            .position(|o| *o == LiveOp::Budget)
+            .unwrap()] = 3;
+        m.live_state_errors(errors);
+        let text = m.encode();
+        assert!(
+            text.contains("# TYPE aether_live_state_errors_total counter"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "aether_live_state_errors_total{op=\"budget\"}"),
+            Some("3")
+        );
+        for op in [
+            "affinity", "cooldown", "lease", "rpm", "breaker", "adaptive",
+        ] {
+            let series = format!("aether_live_state_errors_total{{op=\"{op}\"}}");
+            assert_eq!(line(&text, &series), Some("0"), "{op}");
+        }
+        // Mirrored, not added: a second scrape shows the source's figure.
+        errors[0] = 2;
+        m.live_state_errors(errors);
+        let text = m.encode();
+        assert_eq!(
+            line(&text, "aether_live_state_errors_total{op=\"budget\"}"),
+            Some("3")
+        );
+        assert_eq!(
+            line(&text, "aether_live_state_errors_total{op=\"affinity\"}"),
+            Some("2")
+        );
     }
 
     #[test]

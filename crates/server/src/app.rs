@@ -114,7 +114,8 @@ async fn live_state(cfg: &Config) -> Result<Arc<dyn aether_coord::LiveState>> {
     let Some(url) = &cfg.redis_url else {
         return Ok(Arc::new(Local::default()));
     };
-    let redis = aether_coord::RedisConfig::new(url.clone());
+    let mut redis = aether_coord::RedisConfig::new(url.clone());
+    redis.prefix.clone_from(&cfg.redis_prefix);
     let live = aether_coord::RedisLive::connect(&redis, Arc::new(aether_coord::SystemClock))
         .await
         .context("setting `redis_url` (--redis-url, AETHER_REDIS_URL): Redis does not answer")?;
@@ -278,7 +279,14 @@ impl App {
                 tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections; finishing in-flight requests");
                 let _ = tx.send(true);
                 if tokio::time::timeout(grace, &mut server).await.is_err() {
-                    tracing::warn!("in-flight requests did not finish within the grace period");
+                    // Cut what is left (each recorded as failed, `server_shutdown`, and told
+                    // so in its own dialect) before the usage writer drains, so no record is
+                    // left pending or streaming.
+                    tracing::warn!("in-flight requests did not finish within the grace period; cutting them");
+                    self.gateway.abort_in_flight();
+                    if tokio::time::timeout(CUT_GRACE, &mut server).await.is_err() {
+                        tracing::warn!("connections still open after cutting the in-flight requests");
+                    }
                 }
             }
         }
@@ -293,6 +301,9 @@ impl App {
         Ok(())
     }
 }
+
+/// How long connections get to deliver the error that ends a cut request or stream.
+const CUT_GRACE: Duration = Duration::from_secs(2);
 
 impl Drop for App {
     fn drop(&mut self) {

@@ -24,7 +24,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(Config::resolve(&cli.global, &args)?).await,
         cmd => {
-            init_tracing(LogFormat::Text, "warn");
+            // The jobs report what they did at info level.
+            let level = if matches!(cmd, Command::Jobs) {
+                "info"
+            } else {
+                "warn"
+            };
+            init_tracing(LogFormat::Text, level);
             let cfg = Config::resolve(&cli.global, &ServeArgs::default())?;
             one_shot(&cfg, cmd).await
         }
@@ -222,6 +228,10 @@ async fn one_shot(cfg: &Config, cmd: Command) -> Result<()> {
                 .context("the backup path must be valid UTF-8")?;
             admin.store().backup_to(path).await?;
             println!("wrote {}", out.display());
+        }
+        Command::Jobs => {
+            crate::leader::run_jobs(&admin, admin.store()).await;
+            println!("background jobs ran");
         }
     }
     Ok(())

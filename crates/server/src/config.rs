@@ -70,6 +70,10 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the background jobs once, now: what the cluster's leader runs every minute
+    /// (expired keys, stale records, stats rollups, retention, quota period resets). Every job
+    /// is idempotent, so this is safe next to running instances.
+    Jobs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +118,10 @@ pub struct ServeArgs {
     /// Redis for cluster mode (optional).
     #[arg(long, env = "AETHER_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel of this deployment (default `aether:`), so
+    /// several deployments can share one Redis.
+    #[arg(long, env = "AETHER_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// How many reverse proxies in front of Aether append to X-Forwarded-For (default 0: use
     /// the TCP peer address).
     #[arg(long, env = "AETHER_TRUSTED_PROXIES")]
@@ -150,6 +158,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
     pub mode: Option<Mode>,
     pub trusted_proxies: Option<usize>,
     pub log_format: Option<LogFormat>,
@@ -192,6 +201,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub redis_url: Option<String>,
+    /// Starts every Redis key, the change channel and the leader key: deployments with
+    /// different prefixes share nothing in one Redis.
+    pub redis_prefix: String,
     pub mode: Mode,
     pub trusted_proxies: usize,
     pub log_format: LogFormat,
@@ -199,6 +211,14 @@ pub struct Config {
     pub secrets: SecretInputs,
     pub admin_email: Option<String>,
     pub admin_password: Option<String>,
+}
+
+/// The Redis prefix when none is set.
+pub const DEFAULT_REDIS_PREFIX: &str = "aether:";
+
+/// A prefix is 1 to 64 visible ASCII characters: it is pasted into key and channel names.
+fn valid_redis_prefix(p: &str) -> bool {
+    (1..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn env(name: &str) -> Option<String> {
@@ -246,6 +266,16 @@ impl Config {
                 "setting `redis_url` (--redis-url, AETHER_REDIS_URL, `redis_url` in the config file): must start with `redis://` or `rediss://`"
             );
         }
+        let redis_prefix = serve
+            .redis_prefix
+            .clone()
+            .or(file.redis_prefix)
+            .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
+        if !valid_redis_prefix(&redis_prefix) {
+            bail!(
+                "setting `redis_prefix` (--redis-prefix, AETHER_REDIS_PREFIX, `redis_prefix` in the config file): 1 to 64 visible ASCII characters without spaces, e.g. `aether-staging:`"
+            );
+        }
         let shutdown_timeout_secs = serve
             .shutdown_timeout
             .or(file.shutdown_timeout)
@@ -269,6 +299,7 @@ impl Config {
             data_dir,
             database_url,
             redis_url,
+            redis_prefix,
             mode: global.mode.or(file.mode).unwrap_or_default(),
             trusted_proxies: serve.trusted_proxies.or(file.trusted_proxies).unwrap_or(0),
             log_format: serve.log_format.or(file.log_format).unwrap_or_default(),
@@ -357,5 +388,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen_port"), "unknown keys are named: {e}");
+    }
+
+    /// `redis_prefix` is plumbed like `redis_url`: file < flag (clap merges the environment
+    /// into the flag), `aether:` by default, checked with the setting named.
+    #[test]
+    fn the_redis_prefix_comes_from_the_file_or_the_flag() {
+        let d = Config::resolve(&GlobalArgs::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(d.redis_prefix, DEFAULT_REDIS_PREFIX);
+        let g = GlobalArgs {
+            config: Some(write("prefix", "redis_prefix = \"staging:\"\n")),
+            ..Default::default()
+        };
+        let c = Config::resolve(&g, &ServeArgs::default()).unwrap();
+        assert_eq!(c.redis_prefix, "staging:");
+        let cli = Cli::try_parse_from(["aether", "serve", "--redis-prefix", "blue:"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(Config::resolve(&g, &s).unwrap().redis_prefix, "blue:");
+        for bad in ["", "two words", &"x".repeat(65)] {
+            let s = ServeArgs {
+                redis_prefix: Some(bad.to_string()),
+                ..Default::default()
+            };
+            let e = Config::resolve(&GlobalArgs::default(), &s)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`redis_prefix`") && e.contains("AETHER_REDIS_PREFIX"),
+                "{e}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! One leader per cluster for the background jobs that must run once, not once per instance
 //! (deleting expired gateway keys, failing stale usage records).
 //!
-//! - With Redis: the key `aether:leader:<database>/<schema>` holds the leader's id, set with
+//! - With Redis: the key `<prefix>leader:<database>/<schema>` holds the leader's id, set with
 //!   `SET NX PX ttl`; the holder renews it every `renew_every` through a script that extends
 //!   it only while it still holds the id, and deletes it (same check) on shutdown.
 //! - PostgreSQL without Redis: a session advisory lock (`pg_try_advisory_lock`) on a dedicated
@@ -140,7 +140,7 @@ impl LeaderTask {
             let scope = database_scope(&cfg.database_url).await?;
             Method::Redis {
                 client,
-                key: format!("aether:leader:{scope}"),
+                key: format!("{}leader:{scope}", cfg.redis_prefix),
             }
         } else {
             Method::Postgres {

@@ -2,7 +2,7 @@
 //!
 //! After a configuration write, the instance that made it rebuilds its own state (the
 //! `Reloader`) and then announces the change; every other instance re-reads settings and
-//! rebuilds its routing snapshot. The transport is Redis pub/sub (channel `aether:config`)
+//! rebuilds its routing snapshot. The transport is Redis pub/sub (channel `<prefix>config`)
 //! when a Redis URL is configured, else PostgreSQL `LISTEN/NOTIFY` (channel `aether_config`)
 //! on PostgreSQL, else nothing: SQLite is a single node. Messages carry the sender's instance
 //! id, so an instance skips its own announcements. Announcements are hints, not data: a
@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
-/// Redis pub/sub channel.
-pub const REDIS_CHANNEL: &str = "aether:config";
+/// Redis pub/sub channel, after the deployment's Redis prefix (`aether:config` by default).
+pub const REDIS_CHANNEL: &str = "config";
 /// PostgreSQL notification channel.
 pub const PG_CHANNEL: &str = "aether_config";
 
@@ -67,7 +67,8 @@ impl Publisher {
 
 #[derive(Clone)]
 enum Transport {
-    Redis(redis::Client),
+    /// The client and the channel (`<prefix>config`).
+    Redis(redis::Client, String),
     /// Database URL (the schema comes from its `search_path`, if any).
     Postgres(String),
 }
@@ -75,7 +76,7 @@ enum Transport {
 impl Transport {
     fn name(&self) -> &'static str {
         match self {
-            Self::Redis(_) => "redis",
+            Self::Redis(..) => "redis",
             Self::Postgres(_) => "postgres",
         }
     }
@@ -105,6 +106,7 @@ impl Propagator {
             Some(Transport::Redis(
                 redis::Client::open(url.as_str())
                     .context("setting `redis_url`: not a valid Redis URL")?,
+                format!("{}{REDIS_CHANNEL}", cfg.redis_prefix),
             ))
         } else if cfg.is_sqlite() {
             None
@@ -152,7 +154,7 @@ impl Propagator {
                     None
                 }
             },
-            Transport::Redis(_) => None,
+            Transport::Redis(..) => None,
         };
         let me = Arc::new(Me {
             instance: self.instance,
@@ -266,15 +268,15 @@ async fn publisher(transport: Transport, me: Arc<Me>, kick: Arc<Notify>) {
                 return;
             }
         },
-        Transport::Redis(_) => None,
+        Transport::Redis(..) => None,
     };
     loop {
         kick.notified().await;
         let mut backoff = BACKOFF_MIN;
         for attempt in 1..=PUBLISH_TRIES {
             let r = match (&transport, &pg) {
-                (Transport::Redis(client), _) => {
-                    publish_redis(client, &mut redis_conn, &payload).await
+                (Transport::Redis(client, channel), _) => {
+                    publish_redis(client, channel, &mut redis_conn, &payload).await
                 }
                 (Transport::Postgres(_), Some(pool)) => publish_pg(pool, &payload).await,
                 (Transport::Postgres(_), None) => return,
@@ -296,6 +298,7 @@ async fn publisher(transport: Transport, me: Arc<Me>, kick: Arc<Notify>) {
 
 async fn publish_redis(
     client: &redis::Client,
+    channel: &str,
     conn: &mut Option<redis::aio::MultiplexedConnection>,
     payload: &str,
 ) -> Result<()> {
@@ -313,7 +316,7 @@ async fn publish_redis(
         return Ok(());
     };
     let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-        .arg(REDIS_CHANNEL)
+        .arg(channel)
         .arg(payload)
         .query_async(c)
         .await;
@@ -350,8 +353,8 @@ async fn subscriber(
     let mut backoff = BACKOFF_MIN;
     loop {
         let r = match &transport {
-            Transport::Redis(client) => {
-                listen_redis(client, &me, &refresh, &mut ready, &mut backoff).await
+            Transport::Redis(client, channel) => {
+                listen_redis(client, channel, &me, &refresh, &mut ready, &mut backoff).await
             }
             Transport::Postgres(url) => {
                 listen_pg(url, &me, &refresh, &mut ready, &mut backoff).await
@@ -388,6 +391,7 @@ fn subscribed(
 
 async fn listen_redis(
     client: &redis::Client,
+    channel: &str,
     me: &Me,
     refresh: &Notify,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
@@ -396,7 +400,7 @@ async fn listen_redis(
     let mut pubsub = tokio::time::timeout(IO_TIMEOUT, client.get_async_pubsub())
         .await
         .context("timed out connecting")??;
-    tokio::time::timeout(IO_TIMEOUT, pubsub.subscribe(REDIS_CHANNEL))
+    tokio::time::timeout(IO_TIMEOUT, pubsub.subscribe(channel))
         .await
         .context("timed out subscribing")??;
     subscribed(ready, refresh, backoff);
@@ -477,7 +481,10 @@ mod tests {
     fn redis_propagator(url: &str) -> Propagator {
         Propagator {
             instance: instance_id(),
-            transport: Some(Transport::Redis(redis::Client::open(url).unwrap())),
+            transport: Some(Transport::Redis(
+                redis::Client::open(url).unwrap(),
+                format!("aether:{REDIS_CHANNEL}"),
+            )),
             kick: Arc::new(Notify::new()),
         }
     }

@@ -35,6 +35,8 @@ pub struct Opts {
     /// owns (and tears down) it.
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    /// The Redis key prefix (default `aether:`).
+    pub redis_prefix: Option<String>,
     /// Fixed JWT and encryption keys, as the instances of one cluster share them.
     pub cluster_secrets: bool,
     /// Leader lease and job timing (default: production timing).
@@ -48,6 +50,7 @@ impl Default for Opts {
             trusted_proxies: 0,
             database_url: None,
             redis_url: None,
+            redis_prefix: None,
             cluster_secrets: false,
             leader: None,
         }
@@ -80,6 +83,10 @@ impl TestApp {
             data_dir: data_dir.clone(),
             database_url,
             redis_url: o.redis_url.clone(),
+            redis_prefix: o
+                .redis_prefix
+                .clone()
+                .unwrap_or_else(|| aether_server::config::DEFAULT_REDIS_PREFIX.to_string()),
             mode: Mode::Local,
             trusted_proxies: o.trusted_proxies,
             log_format: LogFormat::Text,

@@ -744,7 +744,8 @@ impl UsageRepo for SqlStore {
                 "INSERT INTO usage_bodies (request_id, request_headers, request_body, response_headers, \
                  response_body, created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (request_id) DO UPDATE \
                  SET request_headers = excluded.request_headers, request_body = excluded.request_body, \
-                 response_headers = excluded.response_headers, response_body = excluded.response_body"
+                 response_headers = excluded.response_headers, response_body = excluded.response_body, \
+                 retention_state = 0"
                     .into(),
                 args![
                     id.to_string(),
@@ -817,7 +818,7 @@ impl UsageRepo for SqlStore {
             .db
             .clone()
             .fetch_optional(
-                "SELECT request_headers, request_body, response_headers, response_body FROM usage_bodies \
+                "SELECT request_headers, request_body, response_headers, response_body, retention_state FROM usage_bodies \
                  WHERE request_id = $1"
                     .into(),
                 args![id.to_string()],
@@ -826,9 +827,9 @@ impl UsageRepo for SqlStore {
         row.map(|r| {
             Ok(UsageBodies {
                 request_headers: opt_json(&r, "request_headers")?,
-                request_body: r.opt_text("request_body")?,
+                request_body: crate::retention::body_text(&r, "request_body")?,
                 response_headers: opt_json(&r, "response_headers")?,
-                response_body: r.opt_text("response_body")?,
+                response_body: crate::retention::body_text(&r, "response_body")?,
             })
         })
         .transpose()
