@@ -98,6 +98,8 @@ pub struct Metrics {
     usage_queue_depth: Gauge<u64, std::sync::atomic::AtomicU64>,
     usage_batches_written: Counter,
     usage_batch_failures: Counter,
+    journal_outstanding: Gauge<u64, std::sync::atomic::AtomicU64>,
+    journal_errors: Counter,
     live_state_errors: Family<OpLabels, Counter>,
 }
 
@@ -176,6 +178,18 @@ impl Default for Metrics {
             "Usage batch writes that failed (each is retried).",
             usage_batch_failures.clone(),
         );
+        let journal_outstanding = Gauge::default();
+        registry.register(
+            "aether_usage_journal_outstanding",
+            "Finished requests in the usage journal not yet committed to the database (what a crash now would replay at the next start).",
+            Gauge::clone(&journal_outstanding),
+        );
+        let journal_errors = Counter::default();
+        registry.register(
+            "aether_usage_journal_errors",
+            "Finished requests that could not be appended to the usage journal (still queued for the database, but not crash-safe); disk full or unwritable data directory.",
+            journal_errors.clone(),
+        );
         let live_state_errors = Family::<OpLabels, Counter>::default();
         registry.register(
             "aether_live_state_errors",
@@ -196,6 +210,8 @@ impl Default for Metrics {
             usage_queue_depth,
             usage_batches_written,
             usage_batch_failures,
+            journal_outstanding,
+            journal_errors,
             live_state_errors,
         }
     }
@@ -380,6 +396,11 @@ pub async fn render(gw: &Gateway) -> String {
     );
     m.usage_batch_failures.inner().store(
         stats.failed_attempts.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    m.journal_outstanding.set(gw.usage().journal_outstanding());
+    m.journal_errors.inner().store(
+        stats.journal_errors.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
     m.encode()

@@ -4,12 +4,13 @@
 #![allow(clippy::print_stdout)] // a CLI prints its results
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aether_admin::service::config_io::{ExportV1, MergeMode};
 use aether_admin::service::keys::NewKey;
 use aether_admin::service::users::NewUser;
-use aether_admin::{Actor, Admin, AdminConfig, NoopNotifier};
+use aether_admin::{Actor, Admin, AdminConfig, ChangeNotifier};
 use aether_domain::Usd;
 use aether_domain::entities::{QuotaPeriod, Role};
 use aether_store::{ApiKeyFilter, Page, UserFilter};
@@ -89,11 +90,12 @@ async fn one_shot(cfg: &Config, cmd: Command) -> Result<()> {
         return Ok(());
     }
     let secrets = secrets::load(cfg)?;
+    let changes = Arc::new(Changes::default());
     let admin = Admin::new(
         store,
         secrets.cipher,
         AdminConfig::new(secrets.jwt_secret),
-        Arc::new(NoopNotifier),
+        changes.clone(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -234,7 +236,30 @@ async fn one_shot(cfg: &Config, cmd: Command) -> Result<()> {
             println!("background jobs ran");
         }
     }
+    // Running instances learn of the change at once rather than at their next reconcile.
+    if changes.0.load(Ordering::SeqCst) {
+        let told = match crate::propagate::Propagator::from_config(cfg) {
+            Ok(p) => p.announce_once().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = told {
+            eprintln!(
+                "warning: could not announce the change to running instances ({e:#}); they pick it up within 30 s"
+            );
+        }
+    }
     Ok(())
+}
+
+/// Remembers that a command changed configuration (users, keys, providers, …).
+#[derive(Default)]
+struct Changes(AtomicBool);
+
+#[async_trait::async_trait]
+impl ChangeNotifier for Changes {
+    async fn config_changed(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 async fn find_user(admin: &Admin, email: &str) -> Result<aether_domain::entities::User> {

@@ -37,6 +37,14 @@ pub struct GlobalArgs {
     /// `local` generates missing secrets into the data directory; `production` requires them.
     #[arg(long, global = true, env = "AETHER_MODE")]
     pub mode: Option<Mode>,
+    /// Redis for cluster mode (optional). One-shot commands use it to announce their changes
+    /// to the running instances.
+    #[arg(long, global = true, env = "AETHER_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel of this deployment (default `aether:`), so
+    /// several deployments can share one Redis.
+    #[arg(long, global = true, env = "AETHER_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,13 +123,6 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8084).
     #[arg(long, env = "AETHER_LISTEN")]
     pub listen: Option<String>,
-    /// Redis for cluster mode (optional).
-    #[arg(long, env = "AETHER_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key and channel of this deployment (default `aether:`), so
-    /// several deployments can share one Redis.
-    #[arg(long, env = "AETHER_REDIS_PREFIX")]
-    pub redis_prefix: Option<String>,
     /// How many reverse proxies in front of Aether append to X-Forwarded-For (default 0: use
     /// the TCP peer address).
     #[arg(long, env = "AETHER_TRUSTED_PROXIES")]
@@ -258,7 +259,7 @@ impl Config {
                 "setting `database_url` (--database-url, AETHER_DATABASE_URL, `database_url` in the config file): must start with `sqlite:` or `postgres:`"
             );
         }
-        let redis_url = serve.redis_url.clone().or(file.redis_url);
+        let redis_url = global.redis_url.clone().or(file.redis_url);
         if let Some(r) = &redis_url
             && !(r.starts_with("redis://") || r.starts_with("rediss://"))
         {
@@ -266,7 +267,7 @@ impl Config {
                 "setting `redis_url` (--redis-url, AETHER_REDIS_URL, `redis_url` in the config file): must start with `redis://` or `rediss://`"
             );
         }
-        let redis_prefix = serve
+        let redis_prefix = global
             .redis_prefix
             .clone()
             .or(file.redis_prefix)
@@ -406,13 +407,17 @@ mod tests {
         let Command::Serve(s) = cli.command else {
             panic!("not serve");
         };
+        let g = GlobalArgs {
+            redis_prefix: cli.global.redis_prefix,
+            ..g
+        };
         assert_eq!(Config::resolve(&g, &s).unwrap().redis_prefix, "blue:");
         for bad in ["", "two words", &"x".repeat(65)] {
-            let s = ServeArgs {
+            let g = GlobalArgs {
                 redis_prefix: Some(bad.to_string()),
                 ..Default::default()
             };
-            let e = Config::resolve(&GlobalArgs::default(), &s)
+            let e = Config::resolve(&g, &ServeArgs::default())
                 .unwrap_err()
                 .to_string();
             assert!(

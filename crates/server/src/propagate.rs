@@ -126,6 +126,34 @@ impl Propagator {
         &self.instance
     }
 
+    /// Announces one change and waits until it is sent: for one-shot CLI commands, which run
+    /// no background publisher. Without a transport (SQLite) there is nobody to tell.
+    pub async fn announce_once(&self) -> Result<()> {
+        let Some(transport) = &self.transport else {
+            return Ok(());
+        };
+        let schema = match transport {
+            Transport::Postgres(url) => Some(current_schema(url).await?),
+            Transport::Redis(..) => None,
+        };
+        let payload = Me {
+            instance: self.instance.clone(),
+            schema,
+        }
+        .payload();
+        match transport {
+            Transport::Redis(client, channel) => {
+                publish_redis(client, channel, &mut None, &payload).await
+            }
+            Transport::Postgres(url) => {
+                let pool = notify_pool(url)?;
+                let r = publish_pg(&pool, &payload).await;
+                pool.close().await;
+                r
+            }
+        }
+    }
+
     /// The handle the reloader calls after a local change.
     #[must_use]
     pub fn publisher(&self) -> Publisher {

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod proc_kit;
 
 use std::time::{Duration, Instant};
 
@@ -224,9 +225,92 @@ async fn changes_propagate_over_postgres_notify() {
     mock.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A change made with the CLI — another process, no server — reaches a running instance
+/// within a second: the command announces it as an instance would, instead of leaving it to
+/// the 30 s reconcile.
+async fn a_cli_change_reaches_a_running_instance(redis: Option<String>, label: &str) {
+    let app = TestApp::start_with(Opts {
+        backend: Backend::Postgres,
+        redis_url: redis.clone(),
+        cluster_secrets: true,
+        ..Default::default()
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let email = "cli-change@example.com";
+    let (s, u) = app
+        .post(
+            "/api/admin/users",
+            &admin,
+            json!({ "email": email, "password": "user-password-1" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    let dir = proc_kit::tmpdir("cli-change");
+    let mut cmd = proc_kit::aether();
+    cmd.arg("--data-dir")
+        .arg(&dir)
+        .args(["--database-url", &app.db.as_ref().unwrap().url])
+        .args(["--mode", "production"])
+        .env(
+            "AETHER_JWT_SECRET",
+            "cluster-test-jwt-secret-0123456789abcdef",
+        )
+        .env(
+            "AETHER_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        );
+    if let Some(r) = &redis {
+        cmd.args(["--redis-url", r]);
+    }
+    let out = cmd
+        .args(["key", "create", "--user", email, "--name", "from-cli"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = Instant::now();
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let took = time_until(done, &format!("{label}: CLI key usable"), || async {
+        app.client
+            .get(format!("{}/v1/models", app.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::OK
+    })
+    .await;
+    assert!(
+        took < BUDGET,
+        "{label}: the CLI's key worked after {took:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_propagate_over_redis() {
+    a_cli_change_reaches_a_running_instance(Some(redis_url()), "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_propagate_over_postgres_notify() {
+    a_cli_change_reaches_a_running_instance(None, "postgres").await;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Limits shared across instances (both over one Redis). The server has no setting for the Redis
-// key prefix (always `aether:`), so tests cannot get a private prefix; they stay apart because
+// Limits shared across instances (both over one Redis). They stay apart from other tests because
 // every Redis key names a fresh entity id (upstream key, user) of the test's own schema.
 // ---------------------------------------------------------------------------------------------
 

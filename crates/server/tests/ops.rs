@@ -224,6 +224,18 @@ async fn metrics_count_requests_failovers_errors_tokens_cost_and_breakers() {
     app.usage(&request_id(&r3)).await;
     let depth = value(&m, "aether_usage_queue_depth");
     assert!(depth < 100, "{depth}");
+    assert!(m.contains("# TYPE aether_usage_journal_outstanding gauge"));
+    assert_eq!(value(&m, "aether_usage_journal_errors_total"), 0);
+    // Once the writer has committed, nothing is left for a crash to replay.
+    let mut outstanding = u64::MAX;
+    for _ in 0..100 {
+        outstanding = value(&scrape(&app).await, "aether_usage_journal_outstanding");
+        if outstanding == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(outstanding, 0, "the journal empties as batches commit");
     assert_eq!(value(&m, "aether_leases_held{scope=\"provider_key\"}"), 0);
     assert_eq!(value(&m, "aether_leases_held{scope=\"endpoint\"}"), 0);
 

@@ -124,15 +124,11 @@ pub enum Action {
     /// Streams only: send `after_chunks` chunks, then end the body cleanly, without the
     /// dialect's final event (`message_stop`, `[DONE]`, `response.completed`). Non-stream
     /// replies are sent whole.
-    TruncatedStream {
-        after_chunks: usize,
-    },
+    TruncatedStream { after_chunks: usize },
     /// Streams only: send `after_chunks` chunks, then the dialect's in-stream error event
     /// (status 529 for Anthropic, 500 elsewhere, as in `EmbeddedError`), then end the body
     /// cleanly. Non-stream replies are sent whole.
-    StreamError {
-        after_chunks: usize,
-    },
+    StreamError { after_chunks: usize },
     /// An HTML error page as a CDN/proxy would serve it (content-type text/html).
     Html {
         /// HTTP status code, e.g. 502.

@@ -9,6 +9,7 @@ use aether_domain::entities::{AttemptTrace, UsageBodies, UsageRecord, UsageStatu
 use aether_domain::{
     ApiFormat, ApiKeyId, ProviderId, ProviderKeyId, RequestId, Timestamp, Usd, UserId,
 };
+use aether_store::rollups::{Granularity, RollupQuery};
 use aether_store::{HeatCell, Page, Paged, UsageFilter, UsageGroup, UsageGroupRow, UsageSummary};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -274,5 +275,81 @@ impl Admin {
             .into_iter()
             .map(Into::into)
             .collect())
+    }
+}
+
+/// Where the rollups end for a dashboard read at `now`: today, and every day the rollup job
+/// has not reached yet (its watermark), come from the records; `None` = no rollups at all.
+fn live_from(watermark: Option<Timestamp>, now: Timestamp) -> Option<Timestamp> {
+    let today = Granularity::Day.floor(now);
+    watermark.map(|w| Granularity::Day.floor(w).min(today))
+}
+
+/// The rollup query of a filter over whole UTC days (`since` rounded down to its day, `until`
+/// up; no `since` = nothing), or `None` when the filter narrows by something the rollups do
+/// not keep (upstream key, streaming).
+fn day_query(f: &UsageFilter, live: Option<Timestamp>, now: Timestamp) -> Option<RollupQuery> {
+    if f.provider_key_id.is_some() || f.is_stream.is_some() {
+        return None;
+    }
+    let since = f.since?;
+    let until = f.until.unwrap_or_else(|| now.plus_secs(1));
+    let mut q = RollupQuery::new(Granularity::Day, since, until);
+    q.live_from = Some(live.unwrap_or(since));
+    q.user_id = f.user_id;
+    q.api_key_id = f.api_key_id;
+    q.provider_id = f.provider_id;
+    q.model.clone_from(&f.model);
+    q.api_format = f.api_format;
+    q.status.clone_from(&f.status);
+    Some(q)
+}
+
+impl Admin {
+    /// The query for the day-based dashboard reads, or the records' filter (widened to whole
+    /// days) when the rollups cannot answer it.
+    async fn by_days(
+        &self,
+        actor: &Actor,
+        f: &UsageFilter,
+    ) -> ApiResult<Result<RollupQuery, UsageFilter>> {
+        let mut f = scoped(actor, f)?;
+        let now = Timestamp::now();
+        let live = live_from(self.store().rollup_watermark().await?, now);
+        Ok(day_query(&f, live, now).ok_or_else(|| {
+            f.since = f.since.map(|t| Granularity::Day.floor(t));
+            f.until = f.until.map(|t| Granularity::Day.ceil(t));
+            f
+        }))
+    }
+
+    /// [`Admin::usage_summary`] over whole UTC days (`since` rounds down to its day's start),
+    /// for the dashboards: finished days are read from the daily rollups, today (and any day
+    /// the rollup job has not reached) from the records — current figures without summing
+    /// every record of a month.
+    pub async fn usage_summary_by_days(
+        &self,
+        actor: &Actor,
+        f: &UsageFilter,
+    ) -> ApiResult<UsageTotals> {
+        Ok(match self.by_days(actor, f).await? {
+            Ok(q) => self.store().rollup_summary(&q).await?,
+            Err(f) => self.store().usage_summary(&f).await?,
+        }
+        .into())
+    }
+
+    /// [`Admin::usage_breakdown`] over whole UTC days, read as [`Admin::usage_summary_by_days`].
+    pub async fn usage_breakdown_by_days(
+        &self,
+        actor: &Actor,
+        f: &UsageFilter,
+        by: UsageGroupBy,
+    ) -> ApiResult<Vec<UsageGroupTotals>> {
+        let rows = match self.by_days(actor, f).await? {
+            Ok(q) => self.store().rollup_breakdown(&q, by.into()).await?,
+            Err(f) => self.store().usage_breakdown(&f, by.into()).await?,
+        };
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }

@@ -165,26 +165,27 @@ async fn logout(
 
 // ---- user pages ----
 
-/// The last 30 days of a viewer's (or, for admins on /admin, everyone's) usage: totals,
-/// daily charts of requests and cost, cost per model, and the daily table.
+/// The last 30 UTC days (today included) of a viewer's (or, for admins on /admin,
+/// everyone's) usage: totals, daily charts of requests and cost, cost per model, and the
+/// daily table. Finished days come from the daily rollups, today from the records.
 async fn usage_overview(c: &Console, v: &Viewer) -> minijinja::Value {
     use aether_admin::service::usage::{UsageGroupBy, UsageQuery};
     let actor = v.who.actor();
+    let today = aether_domain::Timestamp::now().millis() / 86_400_000;
     let f = UsageQuery {
         since: Some(aether_domain::Timestamp::from_millis(
-            aether_domain::Timestamp::now().millis() - 30 * 86_400_000,
+            (today - 29) * 86_400_000,
         )),
         ..UsageQuery::default()
     }
     .into_filter();
-    let summary = c.admin.usage_summary(&actor, &f).await.ok();
+    let summary = c.admin.usage_summary_by_days(&actor, &f).await.ok();
     let days = c
         .admin
-        .usage_breakdown(&actor, &f, UsageGroupBy::Day)
+        .usage_breakdown_by_days(&actor, &f, UsageGroupBy::Day)
         .await
         .unwrap_or_default();
     // Every one of the 30 days on the chart's axis, quiet days included.
-    let today = aether_domain::Timestamp::now().millis() / 86_400_000;
     let days: Vec<_> = (today - 29..=today)
         .map(|d| {
             let t = aether_domain::Timestamp::from_millis(d * 86_400_000).to_datetime();
@@ -206,7 +207,7 @@ async fn usage_overview(c: &Console, v: &Viewer) -> minijinja::Value {
         .collect();
     let models = c
         .admin
-        .usage_breakdown(&actor, &f, UsageGroupBy::Model)
+        .usage_breakdown_by_days(&actor, &f, UsageGroupBy::Model)
         .await
         .unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]

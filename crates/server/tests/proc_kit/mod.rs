@@ -18,6 +18,7 @@ pub fn aether() -> Command {
         "AETHER_DATABASE_URL",
         "AETHER_DATA_DIR",
         "AETHER_REDIS_URL",
+        "AETHER_REDIS_PREFIX",
         "AETHER_ADMIN_EMAIL",
         "AETHER_ADMIN_PASSWORD",
         "AETHER_MODE",

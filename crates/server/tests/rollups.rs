@@ -1,0 +1,306 @@
+//! Stats rollups end to end: the real application on PostgreSQL (leader by advisory lock,
+//! jobs every 100 ms), real gateway requests to the mock upstream; the rolled-up figures
+//! (requests, tokens, cost) equal the usage records, stay identical when the job runs again,
+//! and follow new requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+mod console_kit;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_domain::Timestamp;
+use aether_domain::entities::{UsageRecord, UsageStatus};
+use aether_server::jobs::rollups::roll;
+use aether_server::leader::LeaderConfig;
+use aether_store::UsageBatch;
+use aether_store::db::Exec as _;
+use aether_store::rollups::{Granularity, RollupQuery, RollupRow};
+use aether_store::{Backend, DynStore, RollupRepo as _, UsageFilter, UsageRepo as _, UsageSummary};
+use aether_testkit::{MockUpstream, Step, Usage};
+use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Opts, TestApp};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const MODEL: &str = "rollup-model";
+const SECRET: &str = "sk-rollup-upstream";
+const HOUR: i64 = 3600;
+
+/// A Claude request through the gateway; returns its settled usage record.
+async fn request(app: &TestApp, mock: &MockUpstream, key: &str, usage: Usage) -> UsageRecord {
+    mock.script(SECRET, [Step::ok().text("Rolled.").usage(usage)]);
+    let resp = app
+        .client
+        .post(format!("{}/v1/messages", app.url))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({ "model": MODEL, "max_tokens": 64,
+                       "messages": [{"role": "user", "content": "Hello"}] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = resp.text().await.unwrap();
+    app.usage(&id).await
+}
+
+/// Hours around now: every request of the test falls in them.
+fn window() -> (Timestamp, Timestamp) {
+    let now = Timestamp::now();
+    (now.plus_secs(-2 * HOUR), now.plus_secs(2 * HOUR))
+}
+
+/// The same figures straight from the usage records, over whole hours.
+async fn direct(app: &TestApp) -> UsageSummary {
+    let (since, until) = window();
+    app.store()
+        .usage_summary(&UsageFilter {
+            since: Some(Granularity::Hour.floor(since)),
+            until: Some(Granularity::Hour.ceil(until)),
+            ..UsageFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn rolled(app: &TestApp, g: Granularity) -> UsageSummary {
+    let (since, until) = window();
+    app.store()
+        .rollup_summary(&RollupQuery::new(g, since, until))
+        .await
+        .unwrap()
+}
+
+async fn rows(app: &TestApp) -> (Vec<RollupRow>, Vec<RollupRow>) {
+    let (since, until) = window();
+    let s = app.store();
+    (
+        s.list_rollups(Granularity::Hour, since, until)
+            .await
+            .unwrap(),
+        s.list_rollups(
+            Granularity::Day,
+            since.plus_secs(-24 * HOUR),
+            until.plus_secs(24 * HOUR),
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+/// The day rollups over every day the window touches.
+async fn rolled_days(app: &TestApp) -> UsageSummary {
+    let (since, until) = window();
+    app.store()
+        .rollup_summary(&RollupQuery::new(
+            Granularity::Day,
+            since.plus_secs(-24 * HOUR),
+            until.plus_secs(24 * HOUR),
+        ))
+        .await
+        .unwrap()
+}
+
+/// Totals of the records themselves, summed here.
+fn sum(records: &[UsageRecord]) -> (u64, u64, u64, u64, i64, i64) {
+    records.iter().fold((0, 0, 0, 0, 0, 0), |a, r| {
+        (
+            a.0 + 1,
+            a.1 + r.tokens.input,
+            a.2 + r.tokens.output,
+            a.3 + r.tokens.cache_read,
+            a.4 + r.cost.total.nanos(),
+            a.5 + r.cost.actual_total.nanos(),
+        )
+    })
+}
+
+fn figures(s: &UsageSummary) -> (u64, u64, u64, u64, i64, i64) {
+    (
+        s.requests,
+        s.input_tokens,
+        s.output_tokens,
+        s.cache_read_tokens,
+        s.cost.nanos(),
+        s.actual_cost.nanos(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_follow_real_requests_and_reruns_change_nothing() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start_with(Opts {
+        backend: Backend::Postgres,
+        leader: Some(LeaderConfig {
+            ttl: Duration::from_millis(1500),
+            renew_every: Duration::from_millis(100),
+            jobs_every: Duration::from_millis(100),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.add_route(
+        &admin,
+        "rollup-provider",
+        "CLAUDE",
+        &mock.url(),
+        &[(SECRET, 50)],
+        MODEL,
+        "up-rollup",
+        10,
+    )
+    .await;
+    let (_, key) = app.gateway_key(&admin, "rollups@example.com").await;
+    app.wait_for_model(&key, MODEL).await;
+
+    let mut records = Vec::new();
+    for (input, output, cache_read) in [(1000, 200, 0), (20_000, 1500, 300), (7, 3, 40)] {
+        let usage = Usage {
+            input,
+            output,
+            cache_read,
+            ..Usage::default()
+        };
+        records.push(request(&app, &mock, &key, usage).await);
+    }
+    assert!(
+        records
+            .iter()
+            .all(|r| r.status == UsageStatus::Completed && !r.cost.total.is_zero())
+    );
+
+    // The leader's job rolls them up by itself.
+    let started = Instant::now();
+    loop {
+        let hours = rolled(&app, Granularity::Hour).await;
+        if hours.requests == 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the leader never rolled up the requests: {hours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(app.store().rollup_watermark().await.unwrap().is_some());
+
+    // Running the job twice more: the same figures, the same rows, equal to the records.
+    let store: DynStore = Arc::new(app.store().clone());
+    roll(&store, 600, Timestamp::now()).await.unwrap();
+    let first = rows(&app).await;
+    roll(&store, 600, Timestamp::now()).await.unwrap();
+    assert_eq!(rows(&app).await, first, "a re-run writes the same rows");
+    assert!(!first.0.is_empty() && !first.1.is_empty());
+    let expected = direct(&app).await;
+    assert_eq!(figures(&expected), sum(&records));
+    assert_eq!(rolled(&app, Granularity::Hour).await, expected);
+    assert_eq!(rolled_days(&app).await, expected);
+
+    // More requests: the next run takes them in.
+    for (input, output) in [(50, 5), (60, 6)] {
+        let usage = Usage {
+            input,
+            output,
+            ..Usage::default()
+        };
+        records.push(request(&app, &mock, &key, usage).await);
+    }
+    roll(&store, 600, Timestamp::now()).await.unwrap();
+    let expected = direct(&app).await;
+    assert_eq!(expected.requests, 5);
+    assert_eq!(figures(&expected), sum(&records));
+    assert_eq!(rolled(&app, Granularity::Hour).await, expected);
+    assert_eq!(rolled_days(&app).await, expected);
+    let again = rows(&app).await;
+    roll(&store, 600, Timestamp::now()).await.unwrap();
+    assert_eq!(rows(&app).await, again);
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_reads_finished_days_from_the_rollups_and_today_from_the_records() {
+    let mock = MockUpstream::start().await;
+    let app = TestApp::start_with(Opts {
+        leader: Some(LeaderConfig {
+            ttl: Duration::from_millis(1500),
+            renew_every: Duration::from_millis(100),
+            jobs_every: Duration::from_millis(100),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.add_route(
+        &admin,
+        "rollup-provider",
+        "CLAUDE",
+        &mock.url(),
+        &[(SECRET, 50)],
+        MODEL,
+        "up-rollup",
+        10,
+    )
+    .await;
+    let (_, key) = app.gateway_key(&admin, "dash@example.com").await;
+    app.wait_for_model(&key, MODEL).await;
+    let usage = Usage {
+        input: 10,
+        output: 5,
+        ..Usage::default()
+    };
+    let today = request(&app, &mock, &key, usage).await;
+
+    // A request of yesterday, rolled up (an explicit re-run of its day, as after a restore),
+    // then gone from the records (as retention would delete it): only the rollups know it.
+    let day_start = Granularity::Day.floor(Timestamp::now());
+    let mut old = today.clone();
+    old.id = aether_domain::RequestId::new();
+    old.created_at = day_start.plus_secs(-12 * HOUR);
+    old.updated_at = old.created_at;
+    old.cost.total = aether_domain::Usd::from_nanos(4_200_000_000);
+    let s = app.store();
+    s.write_batch(&UsageBatch {
+        records: vec![old.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.rollup_hours(old.created_at, day_start).await.unwrap();
+    s.rollup_days(old.created_at, day_start).await.unwrap();
+    let gone = s
+        .db()
+        .clone()
+        .execute(
+            "DELETE FROM usage_records WHERE id = $1".into(),
+            aether_store::args![old.id.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone, 1);
+
+    let browser = console_kit::sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (status, html) = console_kit::page(&app, &browser, "/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    let yesterday = old.created_at.to_datetime().date();
+    let row = format!(
+        "<td>{:04}-{:02}-{:02}</td><td class=\"num\">1</td>",
+        yesterday.year(),
+        u8::from(yesterday.month()),
+        yesterday.day()
+    );
+    assert!(html.contains(&row), "yesterday from the rollups: {row}");
+    assert!(
+        html.contains("<span>Requests (30 days)</span><strong>2</strong>"),
+        "today's request from the records, yesterday's from the rollups"
+    );
+    assert!(html.contains("$4.2"), "yesterday's cost is shown");
+    app.stop().await;
+}
