@@ -82,6 +82,13 @@ pub enum Command {
     /// (expired keys, stale records, stats rollups, retention, quota period resets). Every job
     /// is idempotent, so this is safe next to running instances.
     Jobs,
+    /// Rebuild the hourly and daily usage rollups of the last N days from the usage records
+    /// (after fixing records by hand, say). Only records still kept are counted: rebuilding
+    /// days older than `retention_days_usage` would empty them.
+    Rollup {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 
 mod common;
 mod console_kit;
+mod proc_kit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -302,5 +303,85 @@ async fn the_dashboard_reads_finished_days_from_the_rollups_and_today_from_the_r
         "today's request from the records, yesterday's from the rollups"
     );
     assert!(html.contains("$4.2"), "yesterday's cost is shown");
+    app.stop().await;
+}
+
+/// The operator's tools: `aether rollup --days N` rebuilds recent rollups from the records
+/// (here: requests the leader's minute job has not rolled up yet), and `aether jobs` run
+/// afterwards changes nothing — both are the same idempotent recomputation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_rebuilds_rollups_and_a_jobs_run_changes_nothing() {
+    let mock = MockUpstream::start().await;
+    let mut app = TestApp::start().await;
+    let admin = app.admin_token().await;
+    app.add_route(
+        &admin,
+        "rollup-cli",
+        "CLAUDE",
+        &mock.url(),
+        &[(SECRET, 50)],
+        MODEL,
+        "up-rollup",
+        10,
+    )
+    .await;
+    let (_, key) = app.gateway_key(&admin, "rollup-cli@example.com").await;
+    app.wait_for_model(&key, MODEL).await;
+    let mut records = Vec::new();
+    for input in [100, 2000] {
+        let usage = Usage {
+            input,
+            output: 50,
+            ..Usage::default()
+        };
+        records.push(request(&app, &mock, &key, usage).await);
+    }
+    // Stop the server (its leader would roll up at the next minute); the database stays.
+    app.shutdown().await;
+    let before = rolled(&app, Granularity::Hour).await;
+    assert!(
+        before.requests < 2,
+        "the minute job has not rolled these up yet"
+    );
+
+    let cli = |args: &[&str]| {
+        let dir = proc_kit::tmpdir("rollup-cli");
+        let out = proc_kit::aether()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--database-url", &app.db.as_ref().unwrap().url])
+            .args(args)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = cli(&["rollup", "--days", "1"]);
+    assert!(
+        said.contains("rebuilt the rollups of the last 1 days"),
+        "{said}"
+    );
+    let rebuilt = rolled(&app, Granularity::Hour).await;
+    assert_eq!(
+        figures(&rebuilt),
+        sum(&records),
+        "rollups equal the records"
+    );
+    assert_eq!(figures(&rebuilt), figures(&direct(&app).await));
+    assert_eq!(figures(&rolled_days(&app).await), sum(&records));
+    let stored = rows(&app).await;
+
+    let said = cli(&["jobs"]);
+    assert!(said.contains("background jobs ran"), "{said}");
+    assert_eq!(
+        rows(&app).await,
+        stored,
+        "a jobs run rewrites the same rows"
+    );
     app.stop().await;
 }
