@@ -312,6 +312,12 @@ pub trait LiveState: Send + Sync + 'static {
         [0; LiveOp::ALL.len()]
     }
 
+    /// Readiness of the shared store: `None` when there is none (in-process state), else
+    /// whether it answers a round trip now (`Err` says why not).
+    async fn ping(&self) -> Option<Result<(), String>> {
+        None
+    }
+
     /// The upstream key that last served this caller, if the binding is still fresh.
     async fn affinity_get(&self, key: &AffinityKey) -> Option<ProviderKeyId>;
     /// Binds (or refreshes) the caller to an upstream key for `ttl`.

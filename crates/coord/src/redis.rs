@@ -703,6 +703,20 @@ impl LiveState for RedisLive {
         self.clock.now_ms()
     }
 
+    async fn ping(&self) -> Option<Result<(), String>> {
+        let mut conn = self.conn.clone();
+        let r = tokio::time::timeout(
+            Duration::from_secs(1),
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        Some(match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        })
+    }
+
     fn errors(&self) -> LiveErrors {
         let mut out = [0; LiveOp::ALL.len()];
         for (o, c) in out.iter_mut().zip(&self.health.by_op) {

@@ -228,7 +228,7 @@ impl App {
                 get(|| async { axum::Json(json!({ "status": "ok" })) }),
             )
             .route("/ready", get(ready))
-            .with_state(self.store.clone());
+            .with_state((self.store.clone(), self.gateway.live().clone()));
         let metrics = Router::new()
             .route("/metrics", get(metrics))
             .with_state(self.gateway.clone());
@@ -359,23 +359,41 @@ async fn bootstrap_admin(admin: &Admin, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-async fn ready(State(store): State<DynStore>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(3), store.ping()).await {
-        Ok(Ok(())) => axum::Json(json!({ "status": "ready", "database": "ok" })).into_response(),
+/// Ready when the database answers and, in cluster mode, Redis does too (503 otherwise, with
+/// which one failed). `/health` is the liveness check that ignores both.
+async fn ready(
+    State((store, live)): State<(DynStore, Arc<dyn aether_coord::LiveState>)>,
+) -> Response {
+    let database = match tokio::time::timeout(Duration::from_secs(3), store.ping()).await {
+        Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "status": "unavailable", "database": "error" })),
-            )
-                .into_response()
+            "error"
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "unavailable", "database": "timeout" })),
-        )
-            .into_response(),
+        Err(_) => "timeout",
+    };
+    let redis = match live.ping().await {
+        None => None,
+        Some(Ok(())) => Some("ok"),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: Redis unreachable");
+            Some("error")
+        }
+    };
+    let ok = database == "ok" && redis.is_none_or(|r| r == "ok");
+    let mut body = json!({
+        "status": if ok { "ready" } else { "unavailable" },
+        "database": database,
+    });
+    if let Some(r) = redis {
+        body["redis"] = json!(r);
     }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Prometheus text exposition (unauthenticated; IP rules apply like on every route).

@@ -421,8 +421,25 @@ async fn a_redis_outage_answers_budgeted_callers_503_in_their_dialect_and_is_cou
     assert_eq!(ask(&app, "/v1/messages", &budgeted).await.0, StatusCode::OK);
     let budget_errors = "aether_live_state_errors_total{op=\"budget\"}";
     assert_eq!(metric(&app, budget_errors).await, 0, "Redis is up");
+    let ready = |app: &TestApp| {
+        let req = app.client.get(format!("{}/ready", app.url));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["redis"], "ok", "{body}");
 
     proxy.cut();
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        (body["database"].as_str(), body["redis"].as_str()),
+        (Some("ok"), Some("error")),
+        "{body}"
+    );
     let sent = mock.stats().total_requests;
     // Claude dialect: 503 api_error, not 429 "quota exhausted".
     let (status, body, id) = ask(&app, "/v1/messages", &budgeted).await;
@@ -467,6 +484,7 @@ async fn a_redis_outage_answers_budgeted_callers_503_in_their_dialect_and_is_cou
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(ready(&app).await.0, StatusCode::OK, "ready again");
     app.stop().await;
     delete_under(&prefix).await;
     proxy.cut();
