@@ -302,7 +302,30 @@ static DAYS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Replaces the buckets of `g` in `[from, to)` (already aligned); returns the rows written.
+/// `INSERT … SELECT` of the cluster-wide daily buckets (`period = 'day_all'`) in `[from, to)`
+/// from the daily rows: the same sums without the user and key dimensions. Dashboards that
+/// do not filter by user or key read these — with many keys a `day` row stands for few
+/// requests, so reading `day` over a month would read nearly as many rows as the records.
+static DAY_ALL_SQL: LazyLock<String> = LazyLock::new(|| {
+    let sums: Vec<String> = ROLLUP_FIGURES
+        .iter()
+        .map(|c| format!("CAST(SUM({c}) AS BIGINT)"))
+        .collect();
+    let shared = &DIMS[2..];
+    format!(
+        "INSERT INTO usage_rollups (period, bucket_start, {dims}, {figs}) \
+         SELECT 'day_all', bucket_start, '', '', {shared}, {sums} FROM usage_rollups \
+         WHERE period = 'day' AND bucket_start >= $1 AND bucket_start < $2 \
+         GROUP BY bucket_start, {shared}",
+        dims = DIMS.join(", "),
+        figs = ROLLUP_FIGURES.join(", "),
+        shared = shared.join(", "),
+        sums = sums.join(", "),
+    )
+});
+
+/// Replaces the buckets of `g` in `[from, to)` (already aligned); returns the rows written
+/// (days: the per-user/key rows; their `day_all` sums are replaced with them).
 async fn replace<E: Exec>(ex: &mut E, g: Granularity, from: i64, to: i64) -> Result<u64> {
     if to <= from {
         return Ok(0);
@@ -320,7 +343,18 @@ async fn replace<E: Exec>(ex: &mut E, g: Granularity, from: i64, to: i64) -> Res
         Granularity::Hour => HOURS_SQL.as_str(),
         Granularity::Day => DAYS_SQL.as_str(),
     };
-    ex.execute(Cow::Borrowed(insert), args![from, to]).await
+    let rows = ex.execute(Cow::Borrowed(insert), args![from, to]).await?;
+    if g == Granularity::Day {
+        ex.execute(
+            "DELETE FROM usage_rollups WHERE period = 'day_all' AND bucket_start >= $1 AND bucket_start < $2"
+                .into(),
+            args![from, to],
+        )
+        .await?;
+        ex.execute(Cow::Borrowed(DAY_ALL_SQL.as_str()), args![from, to])
+            .await?;
+    }
+    Ok(rows)
 }
 
 /// The hours `[from, to)` and then the days they fall in.
@@ -396,7 +430,7 @@ async fn first_record<E: Exec>(ex: &mut E) -> Result<Option<Timestamp>> {
 /// The query's rows as one derived table of `bucket_start`, dimensions and figures: rollup
 /// rows before the live boundary, usage records (one row each) from it on — then narrowed
 /// by the query's dimensions. Returns the SQL and its arguments (`$1…`).
-fn source(q: &RollupQuery) -> (String, Vec<Arg>) {
+fn source(q: &RollupQuery, per_user: bool) -> (String, Vec<Arg>) {
     let g = q.granularity;
     let since = g.floor(q.since).millis();
     let until = g.ceil(q.until).millis().max(since);
@@ -457,7 +491,16 @@ fn source(q: &RollupQuery) -> (String, Vec<Arg>) {
          SELECT (created_at / {w}) * {w} AS bucket_start, {rec_dims}, {rec_figs} \
          FROM usage_records WHERE created_at >= $2 AND created_at < $3\
          ) r{filter})",
-        period = g.as_str(),
+        // Days come from the cluster-wide sums unless users or keys matter to the answer.
+        period = if g == Granularity::Day
+            && !per_user
+            && q.user_id.is_none()
+            && q.api_key_id.is_none()
+        {
+            "day_all"
+        } else {
+            g.as_str()
+        },
         rec_dims = rec_dims.join(", "),
         rec_figs = rec_figs.join(", "),
     );
@@ -633,7 +676,7 @@ impl RollupRepo for SqlStore {
     }
 
     async fn rollup_summary(&self, q: &RollupQuery) -> Result<UsageSummary> {
-        let (src, args) = source(q);
+        let (src, args) = source(q, false);
         let sql = format!("SELECT {SUMMARY_SUMS} FROM {src} u");
         match self
             .db
@@ -647,7 +690,7 @@ impl RollupRepo for SqlStore {
     }
 
     async fn rollup_series(&self, q: &RollupQuery) -> Result<Vec<RollupPoint>> {
-        let (src, args) = source(q);
+        let (src, args) = source(q, false);
         let sql = format!(
             "SELECT u.bucket_start AS bucket_start, {SUMMARY_SUMS} FROM {src} u \
              GROUP BY u.bucket_start ORDER BY u.bucket_start"
@@ -696,7 +739,7 @@ impl RollupRepo for SqlStore {
                 "group_key",
             ),
         };
-        let (src, args) = source(q);
+        let (src, args) = source(q, by == UsageGroup::User);
         let sql = format!(
             "SELECT {key} AS group_key, {label} AS group_label, \
              CAST(COALESCE(SUM(u.requests), 0) AS BIGINT) AS requests, \
