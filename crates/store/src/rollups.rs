@@ -366,8 +366,10 @@ async fn hours_then_days<E: Exec>(ex: &mut E, from: Timestamp, to: Timestamp) ->
     Ok(rows)
 }
 
-/// The hours one run recomputes, `[from, to)`, given the watermark (`None`: the first record's
-/// time, or nothing to catch up on).
+/// The hours one run rolls up, `[from, to)`, given the watermark (`None`: the first record's
+/// time, or nothing to do yet): the hours after the watermark whose records are final — those
+/// that ended at least `settle` ago — at most `max_hours` of them. Each hour is thus rolled
+/// up once, when it can no longer change; what is newer is read live from the records.
 fn run_window(
     now: Timestamp,
     settle: Duration,
@@ -376,23 +378,19 @@ fn run_window(
 ) -> (Timestamp, Timestamp) {
     let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
     let max_ms = i64::from(max_hours.max(1)).saturating_mul(HOUR_MS);
-    let end = Granularity::Hour
-        .floor(now)
-        .millis()
-        .saturating_add(HOUR_MS);
-    // Hours whose end is less than `settle` ago, but never more than one run's worth: a
-    // settle window longer than the bound would otherwise never let the watermark move.
-    let unsettled = Granularity::Hour
+    let settled = settled_end(now, settle_ms);
+    let start = watermark.map_or(settled, |w| Granularity::Hour.floor(w).millis());
+    let to = settled.min(start.saturating_add(max_ms)).max(start);
+    (Timestamp::from_millis(start), Timestamp::from_millis(to))
+}
+
+/// The end of the last settled hour: hours before it ended at least `settle_ms` ago.
+fn settled_end(now: Timestamp, settle_ms: i64) -> i64 {
+    Granularity::Hour
         .floor(Timestamp::from_millis(
             now.millis().saturating_sub(settle_ms),
         ))
         .millis()
-        .max(end.saturating_sub(max_ms));
-    let start = watermark.map_or(unsettled, |w| {
-        Granularity::Hour.floor(w).millis().min(unsettled)
-    });
-    let to = end.min(start.saturating_add(max_ms));
-    (Timestamp::from_millis(start), Timestamp::from_millis(to))
 }
 
 /// Locks (PostgreSQL: the row, for the transaction) and reads the watermark, creating the
@@ -631,7 +629,8 @@ impl RollupRepo for SqlStore {
             to,
             rows,
             watermark: done,
-            behind: done <= Granularity::Hour.floor(now),
+            behind: done.millis()
+                < settled_end(now, i64::try_from(settle.as_millis()).unwrap_or(i64::MAX)),
         })
     }
 
@@ -795,13 +794,15 @@ mod tests {
     }
 
     #[test]
-    fn a_caught_up_run_redoes_the_unsettled_hours_through_the_current_one() {
+    fn a_caught_up_run_does_only_the_hours_that_have_settled() {
         let now = at(10, 30 * 60_000);
         let settle = Duration::from_secs(3600 + 600);
-        // Hours whose end is less than 70 minutes ago: 9:00 ends at 10:00 (30 min ago),
-        // 8:00 ends at 9:00 (90 min ago) — settled. So 9:00 and 10:00.
-        let (from, to) = run_window(now, settle, 48, Some(at(11, 0)));
-        assert_eq!((from, to), (at(9, 0), at(11, 0)));
+        // 70 minutes before 10:30 is 9:20: hour 8 (ended 9:00) has settled, hour 9 has not.
+        let (from, to) = run_window(now, settle, 48, Some(at(8, 0)));
+        assert_eq!((from, to), (at(8, 0), at(9, 0)));
+        // Nothing new has settled: an empty window, the watermark stays.
+        let (from, to) = run_window(now, settle, 48, Some(at(9, 0)));
+        assert_eq!((from, to), (at(9, 0), at(9, 0)));
     }
 
     #[test]
@@ -811,19 +812,21 @@ mod tests {
         assert_eq!((from, to), (at(2, 0), at(50, 0)));
         let (from, to) = run_window(now, Duration::from_secs(600), 48, Some(at(50, 0)));
         assert_eq!((from, to), (at(50, 0), at(98, 0)));
+        let (from, to) = run_window(now, Duration::from_secs(600), 48, Some(at(98, 0)));
+        assert_eq!((from, to), (at(98, 0), at(99, 0)));
     }
 
     #[test]
-    fn a_settle_window_longer_than_the_bound_still_lets_runs_finish() {
+    fn a_watermark_ahead_of_the_settled_hours_is_left_alone() {
         let now = at(100, 0);
         let (from, to) = run_window(now, Duration::from_secs(1000 * 3600), 4, Some(at(101, 0)));
-        assert_eq!((from, to), (at(97, 0), at(101, 0)));
+        assert_eq!((from, to), (at(101, 0), at(101, 0)));
     }
 
     #[test]
-    fn a_first_run_on_an_empty_database_does_the_recent_hours() {
+    fn a_first_run_on_an_empty_database_does_nothing_yet() {
         let now = at(5, 1);
         let (from, to) = run_window(now, Duration::from_secs(600), 48, None);
-        assert_eq!((from, to), (at(4, 0), at(6, 0)));
+        assert_eq!((from, to), (at(4, 0), at(4, 0)));
     }
 }

@@ -426,7 +426,8 @@ async fn a_rerun_writes_the_same_rows(s: &SqlStore) {
 }
 
 async fn a_late_settlement_shows_after_the_next_run(s: &SqlStore) {
-    // A request starts at 10:50 and is still streaming when the 11:05 run rolls hour 10 up.
+    // A request starts at 10:50 and is still streaming at 11:05: hour 10 has not settled
+    // (it ended less than `settle` ago), so the 11:05 run leaves it to the live records.
     let start = base().plus_secs(10 * HOUR + 50 * 60);
     let mut r = record("claude-x", start);
     r.status = UsageStatus::Streaming;
@@ -438,16 +439,13 @@ async fn a_late_settlement_shows_after_the_next_run(s: &SqlStore) {
         .run_rollups(base().plus_secs(11 * HOUR + 5 * 60), settle, 48)
         .await
         .unwrap();
-    assert_eq!(run.watermark, base().plus_secs(12 * HOUR));
+    assert_eq!(run.rows, 0);
     assert!(!run.behind);
     let hour10 = |g| RollupQuery::new(g, base().plus_secs(10 * HOUR), base().plus_secs(11 * HOUR));
     let before = s.rollup_summary(&hour10(Granularity::Hour)).await.unwrap();
-    assert_eq!(
-        (before.requests, before.successes, before.output_tokens),
-        (2, 1, 0)
-    );
+    assert_eq!(before.requests, 0, "an unsettled hour is not rolled up");
 
-    // It completes at 11:30; the 11:40 run redoes hour 10 (it ended less than `settle` ago).
+    // It completes at 11:30; the 12:10 run rolls hour 10 up, once, with its final figures.
     r.status = UsageStatus::Completed;
     r.tokens.output = 500;
     r.cost.total = Usd::from_nanos(12_345);
@@ -456,10 +454,17 @@ async fn a_late_settlement_shows_after_the_next_run(s: &SqlStore) {
     r.updated_at = base().plus_secs(11 * HOUR + 30 * 60);
     write(s, vec![r.clone()]).await;
     let run = s
-        .run_rollups(base().plus_secs(11 * HOUR + 40 * 60), settle, 48)
+        .run_rollups(base().plus_secs(12 * HOUR + 10 * 60), settle, 48)
         .await
         .unwrap();
-    assert!(run.from <= base().plus_secs(10 * HOUR));
+    assert_eq!(
+        (run.from, run.to, run.watermark),
+        (
+            base().plus_secs(10 * HOUR),
+            base().plus_secs(11 * HOUR),
+            base().plus_secs(11 * HOUR)
+        )
+    );
     let direct = s
         .usage_summary(&UsageFilter {
             since: Some(base().plus_secs(10 * HOUR)),
@@ -574,16 +579,16 @@ async fn empty_ranges_and_an_empty_database(s: &SqlStore) {
             .unwrap()
             .is_empty()
     );
-    // A first run on an empty database starts at the recent hours and sets the watermark.
+    // A first run on an empty database starts at the settled hours and sets the watermark.
     let now = base().plus_secs(5 * HOUR + 1);
     let run = s
         .run_rollups(now, Duration::from_secs(600), 48)
         .await
         .unwrap();
-    assert_eq!((run.rows, run.to), (0, base().plus_secs(6 * HOUR)));
+    assert_eq!((run.rows, run.to), (0, base().plus_secs(4 * HOUR)));
     assert_eq!(
         s.rollup_watermark().await.unwrap(),
-        Some(base().plus_secs(6 * HOUR))
+        Some(base().plus_secs(4 * HOUR))
     );
     // Records exist but not in the range; a reversed range is empty.
     fixture(s).await;
@@ -627,12 +632,12 @@ async fn runs_catch_up_a_backlog_in_bounded_steps(s: &SqlStore) {
             (h(24), h(48)),
             (h(48), h(72)),
             (h(72), h(96)),
-            (h(96), h(101)),
+            (h(96), h(99)),
         ]
     );
-    // Caught up: the next run only redoes the unsettled hours, through the current one.
+    // Caught up: nothing has settled since; the next run does nothing.
     let run = s.run_rollups(now, settle, 24).await.unwrap();
-    assert_eq!((run.from, run.to, run.watermark), (h(99), h(101), h(101)));
+    assert_eq!((run.from, run.to, run.watermark), (h(99), h(99), h(99)));
     let (since, until) = span();
     let all = UsageFilter {
         since: Some(since),
@@ -686,8 +691,9 @@ async fn the_live_part_comes_from_the_records(s: &SqlStore) {
 
 async fn concurrent_runs_take_turns(s: &SqlStore) {
     fixture(s).await;
-    let now = base().plus_secs(60 * HOUR);
-    let settle = Duration::from_secs(100 * 3600);
+    // Every fixture hour has settled: the runs do real work next to the explicit re-runs.
+    let now = base().plus_secs(100 * HOUR);
+    let settle = Duration::from_secs(600);
     let (since, until) = span();
     let (a, b, c, d) = tokio::join!(
         s.run_rollups(now, settle, 100),

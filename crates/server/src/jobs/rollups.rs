@@ -1,12 +1,14 @@
 //! The stats rollup job: keeps the hourly and daily usage rollups (what the dashboards read)
 //! up to date.
 //!
-//! The leader calls it every minute. Each run recomputes, from the usage records, the hours
-//! whose records may still change — a record settles at most `request_timeout_secs` +
-//! [`STALE_MARGIN`] after it started (then the stale sweep fails it), plus a slack for the
-//! sweep's own period — through the current hour, and the hours after the store's watermark,
-//! at most [`MAX_HOURS`] per run; then the days those hours fall in. Buckets are replaced
-//! whole, so a run repeated (or run twice by two leaders in turn) gives the same rows.
+//! The leader calls it every minute. Each run rolls up, from the usage records, the hours
+//! after the store's watermark that have settled — a record settles at most
+//! `request_timeout_secs` + [`STALE_MARGIN`] after it started (then the stale sweep fails
+//! it), plus a slack for the sweep's own period — at most [`MAX_HOURS`] per run; then the days
+//! those hours fall in. So each hour is aggregated once, when it can no longer change (an
+//! earlier design recomputed every unsettled hour each minute, which stalled the single
+//! SQLite writer under heavy load); newer hours are read live from the records. Buckets are
+//! replaced whole, so a run repeated (or run twice by two leaders in turn) gives the same rows.
 
 use std::time::Duration;
 
