@@ -24,7 +24,7 @@ use std::time::Duration;
 use aether_domain::entities::{UsageRecord, UsageStatus};
 use aether_domain::{Multiplier, Usd};
 use aether_testkit::{MockUpstream, Step, Usage};
-use common::TestApp;
+use common::{TestApp, request_id};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -790,13 +790,6 @@ async fn expect_spend(app: &TestApp, d: &Deployment, want: Usd, what: &str) {
         (want, want),
         "{what}: user used_usd / total_usd"
     );
-}
-
-fn request_id(resp: &reqwest::Response) -> String {
-    resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// The id of the only usage record of `model` (for a response without a request-id header).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aether_store::Backend;
 use aether_testkit::MockUpstream;
-use common::{Opts, TestApp};
+use common::{Opts, TestApp, request_id};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -322,13 +322,6 @@ mod shared_limits {
 
     /// The bound on any one test step that waits on the gateway.
     const WAIT: Duration = Duration::from_secs(20);
-
-    pub(super) fn request_id(r: &reqwest::Response) -> String {
-        r.headers()["x-aether-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string()
-    }
 
     /// Every usage record of `user` once `n` of them exist and all have settled.
     pub(super) async fn settled_usage(app: &TestApp, user: &str, n: usize) -> Vec<UsageRecord> {

@@ -16,6 +16,27 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+/// The JWT secret and encryption key every instance of a test cluster shares (`Opts::
+/// cluster_secrets`); a real binary gets them as `AETHER_JWT_SECRET` / `AETHER_ENCRYPTION_KEY`.
+pub const CLUSTER_JWT_SECRET: &str = "cluster-test-jwt-secret-0123456789abcdef";
+/// base64 of 32 bytes.
+pub const CLUSTER_ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The environment that gives a real `aether` process the cluster's secrets.
+pub fn cluster_secret_env() -> [(&'static str, &'static str); 2] {
+    [
+        ("AETHER_JWT_SECRET", CLUSTER_JWT_SECRET),
+        ("AETHER_ENCRYPTION_KEY", CLUSTER_ENCRYPTION_KEY),
+    ]
+}
+
+/// The gateway's id of the request that got `r` (it names the usage record).
+pub fn request_id(r: &reqwest::Response) -> String {
+    r.headers()["x-aether-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
 
 pub struct TestApp {
     pub url: String,
@@ -93,9 +114,8 @@ impl TestApp {
             shutdown_timeout_secs: 5,
             secrets: if o.cluster_secrets {
                 SecretInputs {
-                    jwt_secret: Some("cluster-test-jwt-secret-0123456789abcdef".into()),
-                    // base64 of 32 bytes
-                    encryption_key: Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into()),
+                    jwt_secret: Some(CLUSTER_JWT_SECRET.into()),
+                    encryption_key: Some(CLUSTER_ENCRYPTION_KEY.into()),
                     previous_encryption_keys: Vec::new(),
                 }
             } else {

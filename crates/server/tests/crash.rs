@@ -22,8 +22,6 @@ use common::{Opts, TestApp};
 use serde_json::json;
 
 const MODEL: &str = "crash-model";
-const JWT: &str = "cluster-test-jwt-secret-0123456789abcdef";
-const ENC: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const WORKERS: usize = 12;
 
 /// Upstream behaviour per key, cycled: successes (some slow, so requests are in flight when
@@ -151,7 +149,7 @@ async fn crash_and_restart(backend: Backend) {
     let db = TestStore::new(backend).await.expect("test database");
     let (uid, key) = configure(&db.url, backend, &mock).await;
     let dir = proc_kit::tmpdir("crash");
-    let env = [("AETHER_JWT_SECRET", JWT), ("AETHER_ENCRYPTION_KEY", ENC)];
+    let env = common::cluster_secret_env();
     let args = ["--database-url", db.url.as_str()];
     let server = proc_kit::start(&dir, &args, &env);
 

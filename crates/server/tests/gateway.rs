@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aether_domain::entities::{TraceStatus, UsageStatus};
 use aether_testkit::{MockUpstream, RecordedRequest, Step, Usage};
-use common::TestApp;
+use common::{TestApp, request_id};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -253,10 +253,7 @@ async fn every_format_stream_and_not_is_forwarded_relayed_and_accounted() {
             let (path, body) = f.request(MODEL, stream);
             let resp = send(&app, f, &key, &path, &body).await;
             assert_eq!(resp.status(), StatusCode::OK, "{f:?} stream={stream}");
-            let request_id = resp.headers()["x-aether-request-id"]
-                .to_str()
-                .unwrap()
-                .to_string();
+            let request_id = request_id(&resp);
             let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
             let got = resp.text().await.unwrap();
             if stream {
@@ -414,10 +411,7 @@ async fn rate_limited_key_fails_over_and_the_trace_shows_both() {
     mock.script("sk-a", [Step::status(429).retry_after(30)]);
     let resp = claude(&app, &key, false).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     assert_eq!(
         (mock.request_count("sk-a"), mock.request_count("sk-b")),
         (1, 1)
@@ -442,10 +436,7 @@ async fn rate_limited_key_fails_over_and_the_trace_shows_both() {
         (mock.request_count("sk-a"), mock.request_count("sk-b")),
         (1, 2)
     );
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let traces = app.traces(&id).await;
     assert!(traces.iter().any(|t| t.status == TraceStatus::Skipped
         && t.skip_reason.as_deref() == Some("cooling down after a rate limit")));
@@ -510,10 +501,7 @@ async fn upstream_failures_before_the_first_byte_fail_over() {
         mock.script("sk-a", [step]);
         let resp = claude(&app, &key, stream).await;
         assert_eq!(resp.status(), StatusCode::OK, "{name}");
-        let id = resp.headers()["x-aether-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = request_id(&resp);
         let text = resp.text().await.unwrap();
         assert!(
             text.contains("The quick") || text.contains("text"),
@@ -568,10 +556,7 @@ async fn connection_refused_fails_over() {
     app.wait_for_model(&key, MODEL).await;
     let resp = claude(&app, &key, true).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     resp.text().await.unwrap();
     let traces = app.traces(&id).await;
     assert_eq!(
@@ -590,10 +575,7 @@ async fn a_bad_request_is_returned_as_is_without_failover() {
     mock.script("sk-a", [Step::status(400)]);
     let resp = claude(&app, &key, true).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -629,10 +611,7 @@ async fn an_upstream_break_mid_stream_ends_with_an_error_event_and_is_recorded()
     );
     let resp = claude(&app, &key, true).await;
     assert_eq!(resp.status(), StatusCode::OK, "committed before the break");
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let text = resp.text().await.unwrap();
     assert!(text.contains("event: message_start"), "{text}");
     assert!(
@@ -669,10 +648,7 @@ async fn an_error_event_inside_a_committed_stream_is_relayed_and_recorded_as_fai
     );
     let resp = claude(&app, &key, true).await;
     assert_eq!(resp.status(), StatusCode::OK, "committed before the error");
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let text = resp.text().await.unwrap();
     assert!(
         text.contains("event: error") && !text.contains("message_stop"),
@@ -711,10 +687,7 @@ async fn a_stream_closed_before_its_final_event_is_recorded_as_failed() {
     );
     let resp = claude(&app, &key, true).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let text = resp.text().await.expect("the body ends cleanly");
     assert!(text.contains("event: message_start"), "{text}");
     assert!(!text.contains("message_stop"), "{text}");
@@ -730,10 +703,7 @@ async fn a_stream_closed_before_its_final_event_is_recorded_as_failed() {
     );
     // And a complete stream is still recorded as completed.
     let resp = claude(&app, &key, true).await;
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     assert!(resp.text().await.unwrap().contains("message_stop"));
     assert_eq!(app.usage(&id).await.status, UsageStatus::Completed);
     app.stop().await;
@@ -755,10 +725,7 @@ async fn a_client_disconnect_stops_the_upstream_and_records_499() {
     );
     let resp = claude(&app, &key, true).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
@@ -1220,10 +1187,7 @@ async fn real_client_captures_are_accepted_and_forwarded() {
         }
         let resp = rb.send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{file}");
-        let id = resp.headers()["x-aether-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = request_id(&resp);
         let text = resp.text().await.unwrap();
         assert!(!text.is_empty());
         let reqs = mock.requests_for(secret);
@@ -1326,10 +1290,7 @@ async fn redirects_are_not_followed_and_count_as_failures() {
     let resp = claude(&app, &key, false).await;
     assert_eq!(resp.status(), StatusCode::OK, "served by sk-b");
     assert_eq!(mock.request_count("sk-b"), 1);
-    let id = resp.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(&resp);
     let traces = app.traces(&id).await;
     assert_eq!(traces[0].status_code, Some(302));
     app.stop().await;
@@ -1409,12 +1370,7 @@ async fn usage_survives_a_failing_database_and_is_billed_once() {
             StatusCode::OK,
             "serving does not wait for accounting"
         );
-        ids.push(
-            resp.headers()["x-aether-request-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(request_id(&resp));
     }
     tokio::time::sleep(Duration::from_millis(600)).await; // several failed write attempts
     db.clone()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aether_domain::Usd;
 use aether_domain::entities::{TraceStatus, UsageStatus};
 use aether_testkit::{MockUpstream, Step, Usage};
-use common::TestApp;
+use common::{TestApp, request_id};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -31,13 +31,6 @@ async fn claude(app: &TestApp, key: &str, stream: bool, max_tokens: u64) -> reqw
         .send()
         .await
         .unwrap()
-}
-
-fn request_id(r: &reqwest::Response) -> String {
-    r.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// One provider, one endpoint, keys `sk-a` (preferred) and `sk-b`; a user with a key.

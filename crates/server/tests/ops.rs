@@ -11,7 +11,7 @@ use std::time::Duration;
 use aether_store::testing::TestStore;
 use aether_store::{Backend, UserRepo as _};
 use aether_testkit::{MockUpstream, Step, Usage};
-use common::TestApp;
+use common::{TestApp, request_id};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -26,13 +26,6 @@ async fn claude(app: &TestApp, key: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-fn request_id(r: &reqwest::Response) -> String {
-    r.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 async fn scrape(app: &TestApp) -> String {

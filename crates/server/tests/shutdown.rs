@@ -21,14 +21,12 @@ use aether_domain::entities::{UsageRecord, UsageStatus};
 use aether_store::testing::TestStore;
 use aether_store::{Backend, UsageRepo as _, UserRepo as _};
 use aether_testkit::{MockUpstream, Step, Usage};
-use common::{Opts, TestApp};
+use common::{Opts, TestApp, request_id};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const MODEL: &str = "shutdown-model";
 const KEY: &str = "sk-shutdown-up";
-const JWT: &str = "cluster-test-jwt-secret-0123456789abcdef";
-const ENC: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A database with one Anthropic route to the mock and a user with a gateway key, plus the
 /// data directory the binary runs in (its usage journal lives there).
@@ -84,7 +82,7 @@ impl Deployment {
         proc_kit::start(
             &self.dir,
             &["--database-url", &self.db.url, "--shutdown-timeout", &grace],
-            &[("AETHER_JWT_SECRET", JWT), ("AETHER_ENCRYPTION_KEY", ENC)],
+            &common::cluster_secret_env(),
         )
     }
 
@@ -143,13 +141,6 @@ async fn messages(url: &str, key: &str, stream: bool) -> reqwest::Response {
         .send()
         .await
         .expect("the request reaches the gateway")
-}
-
-fn request_id(r: &reqwest::Response) -> String {
-    r.headers()["x-aether-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// What a client read of a stream: the text, whether the body ended cleanly, and when it ended.
