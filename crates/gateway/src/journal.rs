@@ -205,6 +205,9 @@ impl Journal {
             .filter(|(_, c)| c.committed >= c.appended)
             .map(|(n, _)| *n)
             .collect();
+        // Finished older segments leave the map now; their files are removed after the lock
+        // is released, so appends never wait on file-system work other than their own write.
+        let mut remove = Vec::new();
         for n in done {
             if n == st.current {
                 if st.bytes > 0 {
@@ -217,19 +220,21 @@ impl Journal {
                 st.segments.insert(n, Counts::default());
                 continue;
             }
+            st.segments.remove(&n);
+            remove.push((n, st.damaged.contains(&n)));
+        }
+        drop(st);
+        for (n, damaged) in remove {
             let path = segment_path(&self.dir, n);
-            let r = if st.damaged.contains(&n) {
+            let r = if damaged {
                 std::fs::rename(&path, path.with_extension("damaged"))
             } else {
                 std::fs::remove_file(&path)
             };
             match r {
-                Ok(()) => {
-                    st.segments.remove(&n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    st.segments.remove(&n);
-                }
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Left behind, it is replayed (idempotently) at the next start.
                 Err(e) => {
                     tracing::warn!(error = %e, segment = n, "usage journal: could not remove a committed segment");
                 }
