@@ -311,8 +311,11 @@ def lit(v):
 
 
 def list_sql(where, offset=0):
+    """The listing's two statements (crates/store/src/sql.rs `Filter::page_capped`): the count
+    stops 1000 rows past the page (one more row tells "more")."""
     w = f" WHERE {where}" if where else ""
-    return [f"SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_records{w}",
+    cap = offset + 50 + 1000 + 1
+    return [f"SELECT CAST(COUNT(*) AS BIGINT) AS n FROM (SELECT 1 AS one FROM usage_records{w} LIMIT {cap}) capped",
             f"SELECT {USAGE_COLS} FROM usage_records{w} ORDER BY created_at DESC, id DESC LIMIT 50 OFFSET {offset}"]
 
 
@@ -332,15 +335,16 @@ def model_where(m):
             f"(SELECT id FROM global_models WHERE name = {lit(m)} OR id = {lit(m)}))")
 
 
-def dashboard_sql(now_ms):
-    """The 30-day summary the dashboard reads (crates/store/src/rollups.rs `source`, trimmed to
-    the summed columns): day rollups before today, today's records live."""
+def dashboard_sql(now_ms, days=30):
+    """A summary over whole days as the dashboard reads it (crates/store/src/rollups.rs
+    `source`, trimmed to the summed columns): the cluster-wide day rollups (`day_all`) before
+    today, today's records live."""
     today = now_ms // 86_400_000 * 86_400_000
-    since = today - 29 * 86_400_000
+    since = today - (days - 1) * 86_400_000
     return f"""SELECT CAST(COALESCE(SUM(u.requests), 0) AS BIGINT) AS requests,
  CAST(COALESCE(SUM(u.total_cost), 0) AS BIGINT) AS cost_sum, CAST(COALESCE(SUM(u.input_tokens), 0) AS BIGINT) AS input_sum
  FROM (SELECT bucket_start, requests, total_cost, input_tokens FROM usage_rollups
-   WHERE period = 'day' AND bucket_start >= {since} AND bucket_start < {today}
+   WHERE period = 'day_all' AND bucket_start >= {since} AND bucket_start < {today}
  UNION ALL SELECT (created_at / 86400000) * 86400000, 1, total_cost, input_tokens FROM usage_records
    WHERE created_at >= {today} AND created_at < {today + 86_400_000}) u"""
 
@@ -357,23 +361,30 @@ def queries(now_ms, ids):
          list_sql(f"user_id = {lit(ids['user'])}")),
         ("list by model", f"/api/admin/usage?limit=50&model={ids['model']}",
          list_sql(model_where(ids['model']))),
+        ("list by unknown model (no match: every row read)", "/api/admin/usage?limit=50&model=no-such-model",
+         list_sql(model_where("no-such-model"))),
         ("list status=failed", "/api/admin/usage?limit=50&status=failed", list_sql("status = 'failed'")),
         ("list offset 5000", "/api/admin/usage?limit=50&offset=5000", list_sql("", 5000)),
         ("summary 24 h", f"/api/admin/usage/summary?since={q(rfc(d1))}", summary_sql(f"created_at >= {d1}")),
         ("summary 30 d", f"/api/admin/usage/summary?since={q(rfc(d30))}", summary_sql(f"created_at >= {d30}")),
+        ("summary 30 d, whole days (rollups)", f"/api/admin/usage/summary?since={q(rfc(d30))}&whole_days=true",
+         [dashboard_sql(now_ms, 31)]),
+        ("breakdown by model 30 d, whole days (rollups)",
+         f"/api/admin/usage/breakdown?by=model&since={q(rfc(d30))}&whole_days=true", []),
         ("breakdown by model 7 d", f"/api/admin/usage/breakdown?by=model&since={q(rfc(d7))}",
          [f"""SELECT COALESCE(g.name, u.requested_model) AS group_key, MAX(g.display_name) AS group_label, {SUMS},
  CAST(COALESCE(SUM(u.cache_creation_5m_tokens + u.cache_creation_1h_tokens), 0) AS BIGINT) AS cache_creation_sum
  FROM (SELECT * FROM usage_records WHERE created_at >= {d7}) u LEFT JOIN global_models g ON g.id = u.global_model_id
  GROUP BY group_key ORDER BY cost_sum DESC, requests DESC, group_key"""]),
         ("heatmap (all time)", "/api/admin/usage/heatmap",
-         ["""SELECT ((created_at / 86400000) + 4) % 7 AS weekday, (created_at / 3600000) % 24 AS hour_of_day,
- CAST(COUNT(*) AS BIGINT) AS n FROM usage_records GROUP BY weekday, hour_of_day ORDER BY weekday, hour_of_day"""]),
+         ["""SELECT ((created_at / 3600000) + 96) % 168 AS hour_of_week, CAST(COUNT(*) AS BIGINT) AS n
+ FROM usage_records GROUP BY ((created_at / 3600000) + 96) % 168 ORDER BY hour_of_week"""]),
         ("detail with traces", f"/api/admin/usage/{ids['request']}",
          [f"SELECT {USAGE_COLS} FROM usage_records WHERE id = {lit(ids['request'])} ORDER BY id",
           f"SELECT * FROM attempt_traces WHERE request_id = {lit(ids['request'])} "
           "ORDER BY candidate_index, retry_index, started_at"]),
         ("console /admin dashboard", "/admin", [dashboard_sql(now_ms)]),
+        ("console /admin/usage (last 7 days: list, totals, heatmap, breakdowns)", "/admin/usage", []),
     ]
 
 
@@ -447,7 +458,7 @@ def main():
         c.login()
         timed = []
         for name, path, sql in queries(now_ms, ids):
-            med, worst = time_query(c, path, page=path == "/admin")
+            med, worst = time_query(c, path, page=not path.startswith("/api/"))
             timed.append((name, path, sql, med, worst))
             log(f"{name}: median {med:.1f} ms, max {worst:.1f} ms")
 
@@ -455,7 +466,8 @@ def main():
         ranked = sorted((t for t in timed if t[2]), key=lambda t: -t[3])
         for name, path, sqls, med, _ in [t for t in ranked if t[3] > SLOW_MS] or ranked[:3]:
             for sql in sqls:
-                plan = psql(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
+                # Aether's sessions run with JIT off (crates/store/src/db.rs); so does this.
+                plan = psql(f"SET jit = off; EXPLAIN (ANALYZE, BUFFERS) {sql}")
                 explain.append(f"### {name} (GET {path}, median {med:.0f} ms)\n\n{sql}\n\n{plan}\n")
 
         # Retention: usage kept 60 days; each job run deletes at most 20 batches of 5000.

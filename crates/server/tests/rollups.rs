@@ -312,7 +312,57 @@ async fn the_dashboard_reads_finished_days_from_the_rollups_and_today_from_the_r
         "today's request from the records, yesterday's from the rollups"
     );
     assert!(html.contains("$4.2"), "yesterday's cost is shown");
+
+    // The API reads the same way when asked for whole days; by default it sums the records
+    // over the exact bounds (where yesterday's request no longer exists).
+    let since = urlencoding(&day_start.plus_secs(-HOUR).to_string());
+    let (status, exact) = app
+        .get(&format!("/api/admin/usage/summary?since={since}"), &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{exact}");
+    assert_eq!(exact["requests"], 1, "records only: {exact}");
+    let (status, days) = app
+        .get(
+            &format!("/api/admin/usage/summary?since={since}&whole_days=true"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{days}");
+    assert_eq!(days["requests"], 2, "yesterday from the rollups: {days}");
+    assert_eq!(
+        days["cost"]
+            .as_str()
+            .unwrap()
+            .parse::<aether_domain::Usd>()
+            .unwrap(),
+        old.cost.total + today.cost.total
+    );
+    let (status, per_day) = app
+        .get(
+            &format!("/api/admin/usage/breakdown?by=day&since={since}&whole_days=true"),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{per_day}");
+    let per_day: Vec<(String, u64)> = per_day
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_day.len(), 2, "{per_day:?}");
+    assert!(per_day.iter().all(|(_, n)| *n == 1), "{per_day:?}");
     app.stop().await;
+}
+
+/// `+` and `:` of an RFC 3339 time, escaped for a query string.
+fn urlencoding(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
 }
 
 /// The operator's tools: `aether rollup --days N` rebuilds recent rollups from the records

@@ -193,8 +193,8 @@ impl AdminRepo for SqlStore {
         if let Some(since) = af.since {
             f.cond("created_at >= {}", since.millis());
         }
-        let (rows, total) = f
-            .page(
+        let (rows, total, total_capped) = f
+            .page_capped(
                 &mut self.db.clone(),
                 AUDIT_COLS,
                 "audit_log",
@@ -205,6 +205,7 @@ impl AdminRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(audit_from_row).collect::<Result<_>>()?,
             total,
+            total_capped,
         })
     }
 
@@ -299,6 +300,7 @@ impl AdminRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(ann_from_row).collect::<Result<_>>()?,
             total,
+            total_capped: false,
         })
     }
 

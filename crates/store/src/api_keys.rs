@@ -218,6 +218,7 @@ impl ApiKeyRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(from_row).collect::<Result<_>>()?,
             total,
+            total_capped: false,
         })
     }
 
@@ -313,6 +314,7 @@ impl ApiKeyRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(ledger_from_row).collect::<Result<_>>()?,
             total,
+            total_capped: false,
         })
     }
 

@@ -78,7 +78,12 @@ impl Db {
                     .map_err(StoreError::Database)?,
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let mut o = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+            // JIT compilation is off for Aether's sessions: it kicks in only for the console's
+            // large aggregates, and there it cost 70–280 ms of compile time per query (measured
+            // at five million usage rows, bench/results/scale-explain.txt) for no gain.
+            let mut o = PgConnectOptions::from_str(url)
+                .map_err(StoreError::Database)?
+                .options([("jit", "off")]);
             if let Some(schema) = &opts.pg_schema {
                 o = o.options([("search_path", schema.as_str())]);
             }

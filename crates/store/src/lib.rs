@@ -35,7 +35,7 @@ pub use providers::{ProviderFilter, ProviderRepo};
 pub use retention::RetentionRepo;
 pub use rollups::RollupRepo;
 pub use sessions::{RefreshLookup, SessionRepo};
-pub use sql::{Page, Paged};
+pub use sql::{COUNT_AHEAD, Page, Paged};
 pub use sqlx::Error as SqlxError;
 pub use usage::{
     Billing, HealthBucket, HealthQuery, HealthState, HeatCell, MAX_HEALTH_BUCKETS, UsageBatch,

@@ -39,6 +39,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../migrations/sqlite/0006_retention.sql"),
     ),
+    (
+        7,
+        "console_queries",
+        include_str!("../migrations/sqlite/0007_console_queries.sql"),
+    ),
 ];
 
 const POSTGRES: &[(i64, &str, &str)] = &[
@@ -71,6 +76,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "retention",
         include_str!("../migrations/postgres/0006_retention.sql"),
+    ),
+    (
+        7,
+        "console_queries",
+        include_str!("../migrations/postgres/0007_console_queries.sql"),
     ),
 ];
 

@@ -250,6 +250,7 @@ impl ModelRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(global_from_row).collect::<Result<_>>()?,
             total,
+            total_capped: false,
         })
     }
 

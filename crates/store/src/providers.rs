@@ -344,6 +344,7 @@ impl ProviderRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(provider_from_row).collect::<Result<_>>()?,
             total,
+            total_capped: false,
         })
     }
 

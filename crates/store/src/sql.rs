@@ -146,8 +146,17 @@ impl Page {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Paged<T> {
     pub items: Vec<T>,
+    /// Rows matching the filter; only a lower bound when `total_capped` is set.
     pub total: i64,
+    /// Counting stopped at [`COUNT_AHEAD`] rows past the page (tables that grow to millions of
+    /// rows: usage records, the audit log); at least `total` rows match.
+    pub total_capped: bool,
 }
+
+/// How many rows past the end of the requested page a capped count looks for. Counting every
+/// match of a filter over millions of rows costs a full scan (hundreds of milliseconds at five
+/// million usage records); a pager needs only to know that more pages follow.
+pub const COUNT_AHEAD: u32 = 1000;
 
 /// `WHERE` clauses assembled from static templates; `{}` in a template becomes the bound
 /// parameter's placeholder (every occurrence refers to the same parameter).
@@ -193,12 +202,63 @@ impl Filter {
         order_by: &'static str,
         page: Page,
     ) -> Result<(Vec<Row>, i64)> {
+        let (rows, total, _) = self.paged(ex, select, from, order_by, page, None).await?;
+        Ok((rows, total))
+    }
+
+    /// [`Filter::page`] for tables that grow without bound: the count stops [`COUNT_AHEAD`]
+    /// rows past the end of the page. Returns the rows, the count and whether it was capped.
+    pub(crate) async fn page_capped<E: Exec>(
+        self,
+        ex: &mut E,
+        select: &'static str,
+        from: &'static str,
+        order_by: &'static str,
+        page: Page,
+    ) -> Result<(Vec<Row>, i64, bool)> {
+        let cap = i64::from(page.offset)
+            .saturating_add(i64::from(page.limit))
+            .saturating_add(i64::from(COUNT_AHEAD));
+        self.paged(ex, select, from, order_by, page, Some(cap))
+            .await
+    }
+
+    async fn paged<E: Exec>(
+        self,
+        ex: &mut E,
+        select: &'static str,
+        from: &'static str,
+        order_by: &'static str,
+        page: Page,
+        cap: Option<i64>,
+    ) -> Result<(Vec<Row>, i64, bool)> {
         let w = self.where_sql();
-        let count_sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {from}{w}");
-        let total = ex
-            .fetch_optional(Cow::Owned(count_sql), self.args.clone())
+        let (count_sql, count_args) = match cap {
+            None => (
+                format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {from}{w}"),
+                self.args.clone(),
+            ),
+            Some(cap) => {
+                // One row past the cap tells "exactly cap" from "more than cap".
+                let mut a = self.args.clone();
+                a.push(Arg::Int(Some(cap.saturating_add(1))));
+                (
+                    format!(
+                        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM (SELECT 1 AS one FROM {from}{w} LIMIT ${}) capped",
+                        a.len()
+                    ),
+                    a,
+                )
+            }
+        };
+        let counted = ex
+            .fetch_optional(Cow::Owned(count_sql), count_args)
             .await?
             .map_or(Ok(0), |r| r.i64("n"))?;
+        let (total, capped) = match cap {
+            Some(cap) if counted > cap => (cap, true),
+            _ => (counted, false),
+        };
         let n = self.args.len();
         let mut args = self.args;
         let limit = i64::from(page.limit.min(i32::MAX as u32));
@@ -210,7 +270,7 @@ impl Filter {
             n + 2
         );
         let rows = ex.fetch_all(Cow::Owned(sql), args).await?;
-        Ok((rows, total))
+        Ok((rows, total, capped))
     }
 
     /// Runs `SELECT <cols> FROM <from> WHERE … ORDER BY …` without paging.

@@ -798,8 +798,8 @@ impl UsageRepo for SqlStore {
         for (template, arg) in usage_conditions(uf) {
             f.cond(template, arg);
         }
-        let (rows, total) = f
-            .page(
+        let (rows, total, total_capped) = f
+            .page_capped(
                 &mut self.db.clone(),
                 COLS,
                 "usage_records",
@@ -810,6 +810,7 @@ impl UsageRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(from_row).collect::<Result<_>>()?,
             total,
+            total_capped,
         })
     }
 
@@ -1058,18 +1059,21 @@ impl UsageRepo for SqlStore {
 
     async fn usage_heatmap(&self, uf: &UsageFilter) -> Result<Vec<HeatCell>> {
         let (w, args) = usage_where(uf);
-        // 1970-01-01 was a Thursday: day 0 is weekday 4 (0 = Sunday).
+        // One expression, the hour of the week: 1970-01-01 was a Thursday, so hour 0 since
+        // the epoch is hour 4 × 24 = 96 of a week starting on Sunday. PostgreSQL keeps
+        // statistics on exactly this expression (migration 0007) and hashes its 168 groups.
         let sql = format!(
-            "SELECT ((created_at / 86400000) + 4) % 7 AS weekday, \
-             (created_at / 3600000) % 24 AS hour_of_day, CAST(COUNT(*) AS BIGINT) AS n \
-             FROM usage_records{w} GROUP BY weekday, hour_of_day ORDER BY weekday, hour_of_day"
+            "SELECT ((created_at / 3600000) + 96) % 168 AS hour_of_week, \
+             CAST(COUNT(*) AS BIGINT) AS n \
+             FROM usage_records{w} GROUP BY ((created_at / 3600000) + 96) % 168 ORDER BY hour_of_week"
         );
         let rows = self.db.clone().fetch_all(Cow::Owned(sql), args).await?;
         rows.iter()
             .map(|r| {
+                let how = r.i64("hour_of_week")?.rem_euclid(168);
                 Ok(HeatCell {
-                    weekday: u8::try_from(r.i64("weekday")?.rem_euclid(7)).unwrap_or(0),
-                    hour: u8::try_from(r.i64("hour_of_day")?.rem_euclid(24)).unwrap_or(0),
+                    weekday: u8::try_from(how / 24).unwrap_or(0),
+                    hour: u8::try_from(how % 24).unwrap_or(0),
                     requests: count(r)?,
                 })
             })

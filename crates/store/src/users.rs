@@ -183,6 +183,7 @@ impl UserRepo for SqlStore {
         Ok(Paged {
             items: rows.iter().map(from_row).collect::<Result<_>>()?,
             total,
+            total_capped: false,
         })
     }
 

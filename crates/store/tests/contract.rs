@@ -51,6 +51,7 @@ contract!(
     quota_periods_reset_in_the_database,
     health_timeline_counts_attempts_per_bucket,
     usage_filters_narrow_listings,
+    usage_counts_stop_past_the_page,
     usage_summary_totals_in_the_database,
     usage_breakdown_groups_and_orders,
     usage_heatmap_counts_weekday_and_hour,
@@ -1985,6 +1986,61 @@ async fn usage_filters_narrow_listings(s: &SqlStore) {
         vec![r4],
         "until is exclusive"
     );
+}
+
+/// Usage listings count matches only up to `COUNT_AHEAD` rows past the page: enough for a
+/// pager, without a full scan of millions of rows. Within the cap the count is exact.
+async fn usage_counts_stop_past_the_page(s: &SqlStore) {
+    let fx = usage_fixture(s).await;
+    let base = s.get_usage(fx.ids[0]).await.unwrap().unwrap();
+    let extra: u32 = COUNT_AHEAD + 60;
+    let records: Vec<UsageRecord> = (0..extra)
+        .map(|i| UsageRecord {
+            id: RequestId::new(),
+            status: if i % 2 == 0 {
+                UsageStatus::Completed
+            } else {
+                UsageStatus::Failed
+            },
+            created_at: fx.base.plus_secs(i64::from(i)),
+            ..base.clone()
+        })
+        .collect();
+    s.write_batch(&UsageBatch {
+        records,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let all = i64::from(extra) + 4;
+    let list = |f: UsageFilter, limit: u32, offset: u32| async move {
+        s.list_usage(&f, Page::new(limit, offset)).await.unwrap()
+    };
+    // First page: the count stops 1000 rows past it.
+    let p = list(UsageFilter::default(), 10, 0).await;
+    assert_eq!(p.items.len(), 10);
+    assert_eq!(
+        (p.total, p.total_capped),
+        (i64::from(COUNT_AHEAD) + 10, true)
+    );
+    // A page whose look-ahead reaches the end counts exactly.
+    let p = list(UsageFilter::default(), 10, 100).await;
+    assert_eq!((p.total, p.total_capped), (all, false));
+    // Exactly at the cap is not "more".
+    let cap_at_end = u32::try_from(all).unwrap() - COUNT_AHEAD - 50;
+    let p = list(UsageFilter::default(), 50, cap_at_end).await;
+    assert_eq!((p.total, p.total_capped), (all, false));
+    let p = list(UsageFilter::default(), 50, cap_at_end - 1).await;
+    assert_eq!((p.total, p.total_capped), (all - 1, true));
+    // The filter applies to the count: half the extra rows failed, plus the fixture's one.
+    let failed = UsageFilter {
+        status: Some("failed".into()),
+        ..Default::default()
+    };
+    let p = list(failed, 25, 500).await;
+    assert_eq!(p.items.len(), 25);
+    assert!(p.items.iter().all(|r| r.status == UsageStatus::Failed));
+    assert_eq!((p.total, p.total_capped), (i64::from(extra / 2) + 1, false));
 }
 
 async fn usage_summary_totals_in_the_database(s: &SqlStore) {

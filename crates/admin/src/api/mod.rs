@@ -70,7 +70,10 @@ impl From<PathRejection> for ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct List<T> {
     pub items: Vec<T>,
+    /// Items matching the filter. For usage records and the audit log counting stops 1000
+    /// items past the requested page: then `total_capped` is true and `total` is a lower bound.
     pub total: i64,
+    pub total_capped: bool,
 }
 
 impl<T> From<aether_store::Paged<T>> for List<T> {
@@ -78,6 +81,7 @@ impl<T> From<aether_store::Paged<T>> for List<T> {
         Self {
             items: p.items,
             total: p.total,
+            total_capped: p.total_capped,
         }
     }
 }

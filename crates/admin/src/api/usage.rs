@@ -37,6 +37,17 @@ pub struct BreakdownQuery {
     pub by: UsageGroupBy,
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DaysQuery {
+    /// `true`: `since` is rounded down and `until` up to whole UTC days, and finished days are
+    /// read from the daily rollups (today, and days the rollup job has not reached, from the
+    /// records) — fast over months of records. Filters the rollups do not keep
+    /// (`provider_key_id`, `is_stream`) fall back to the records. Default: the exact bounds,
+    /// summed from the records.
+    pub whole_days: Option<bool>,
+}
+
 /// Usage records, newest first.
 #[utoipa::path(get, path = "/api/admin/usage", tag = "usage", security(("bearer" = [])),
     params(UsageQuery, Paging), responses((status = 200, body = List<UsageRecord>)))]
@@ -56,29 +67,47 @@ async fn list_usage(
 /// Totals: requests, successes, failures, tokens, list and actual cost, mean latency and
 /// TTFB, cache hit rate.
 #[utoipa::path(get, path = "/api/admin/usage/summary", tag = "usage", security(("bearer" = [])),
-    params(UsageQuery), responses((status = 200, body = UsageTotals)))]
+    params(UsageQuery, DaysQuery), responses((status = 200, body = UsageTotals)))]
 async fn usage_summary(
     State(a): State<Admin>,
     who: AdminUser,
     Q(q): Q<UsageQuery>,
+    Q(d): Q<DaysQuery>,
 ) -> ApiResult<Json<UsageTotals>> {
-    Ok(Json(a.usage_summary(&who.actor(), &q.into_filter()).await?))
+    summary(&a, &who.actor(), q, &d).await
+}
+
+async fn summary(
+    a: &Admin,
+    actor: &Actor,
+    q: UsageQuery,
+    d: &DaysQuery,
+) -> ApiResult<Json<UsageTotals>> {
+    let f = q.into_filter();
+    Ok(Json(if d.whole_days == Some(true) {
+        a.usage_summary_by_days(actor, &f).await?
+    } else {
+        a.usage_summary(actor, &f).await?
+    }))
 }
 
 /// Totals per model, provider, API format, user or UTC day: most expensive first (days
 /// oldest first).
 #[utoipa::path(get, path = "/api/admin/usage/breakdown", tag = "usage", security(("bearer" = [])),
-    params(BreakdownQuery, UsageQuery), responses((status = 200, body = Vec<UsageGroupTotals>)))]
+    params(BreakdownQuery, UsageQuery, DaysQuery), responses((status = 200, body = Vec<UsageGroupTotals>)))]
 async fn usage_breakdown(
     State(a): State<Admin>,
     who: AdminUser,
     Q(b): Q<BreakdownQuery>,
     Q(q): Q<UsageQuery>,
+    Q(d): Q<DaysQuery>,
 ) -> ApiResult<Json<Vec<UsageGroupTotals>>> {
-    Ok(Json(
-        a.usage_breakdown(&who.actor(), &q.into_filter(), b.by)
-            .await?,
-    ))
+    let (actor, f) = (who.actor(), q.into_filter());
+    Ok(Json(if d.whole_days == Some(true) {
+        a.usage_breakdown_by_days(&actor, &f, b.by).await?
+    } else {
+        a.usage_breakdown(&actor, &f, b.by).await?
+    }))
 }
 
 /// Requests per UTC weekday (0 = Sunday) and hour; empty cells are left out.
@@ -129,13 +158,14 @@ async fn list_my_usage(
 
 /// Totals over my usage.
 #[utoipa::path(get, path = "/api/users/me/usage/summary", tag = "usage", security(("bearer" = [])),
-    params(UsageQuery), responses((status = 200, body = UsageTotals)))]
+    params(UsageQuery, DaysQuery), responses((status = 200, body = UsageTotals)))]
 async fn my_usage_summary(
     State(a): State<Admin>,
     who: AuthUser,
     Q(q): Q<UsageQuery>,
+    Q(d): Q<DaysQuery>,
 ) -> ApiResult<Json<UsageTotals>> {
-    Ok(Json(a.usage_summary(&me(&who), &q.into_filter()).await?))
+    summary(&a, &me(&who), q, &d).await
 }
 
 /// One of my requests in full; another account's request is not found.

@@ -238,6 +238,7 @@ impl Admin {
                 })
                 .collect(),
             total: models.total,
+            total_capped: models.total_capped,
         })
     }
 

@@ -375,6 +375,7 @@ impl Admin {
         Ok(Paged {
             items,
             total: providers.total,
+            total_capped: providers.total_capped,
         })
     }
 

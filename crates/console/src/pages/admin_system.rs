@@ -519,9 +519,9 @@ async fn audit(
         limit: PAGE_SIZE,
         offset: (n - 1) * PAGE_SIZE,
     };
-    let (entries, total, error) = match c.admin.list_audit(&filter, page).await {
-        Ok(p) => (p.items, p.total, None),
-        Err(e) => (Vec::new(), 0, Some(message(&e))),
+    let (entries, total, capped, error) = match c.admin.list_audit(&filter, page).await {
+        Ok(p) => (p.items, p.total, p.total_capped, None),
+        Err(e) => (Vec::new(), 0, false, Some(message(&e))),
     };
     let rows: Vec<_> = entries
         .iter()
@@ -546,7 +546,7 @@ async fn audit(
         "admin/audit.html",
         "audit",
         context! {
-            entries => rows, total => total, error => error,
+            entries => rows, total => total, capped => capped, error => error,
             page => n, pages => pages(total),
             action => q.action, search => q.search,
             qs => format!("action={}&search={}", urlencode(&q.action), urlencode(&q.search)),

@@ -285,8 +285,8 @@ async fn list(c: &Console, v: &Viewer, f: &Filters, admin: bool) -> Response {
     } else {
         None
     };
-    let (items, total) = match records {
-        Ok(p) => (p.items, p.total),
+    let (items, total, capped) = match records {
+        Ok(p) => (p.items, p.total, p.total_capped),
         Err(e) => {
             let html = c
                 .views
@@ -301,7 +301,7 @@ async fn list(c: &Console, v: &Viewer, f: &Filters, admin: bool) -> Response {
         context! {
             base => if admin { "/admin/usage" } else { "/usage" },
             admin => admin,
-            records => items, total => total, page => n, pages => pages(total),
+            records => items, total => total, capped => capped, page => n, pages => pages(total),
             summary => summary.ok(),
             heatmap => heat.ok().map(|h| heatmap_svg(&h)),
             by_model => by_model.ok(), by_format => by_format.ok(), by_provider => by_provider,

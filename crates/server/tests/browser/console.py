@@ -19,8 +19,8 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 p = argparse.ArgumentParser()
@@ -69,10 +69,19 @@ def shot(name):
 
 
 def submit(button):
-    """Clicks a submit button and waits for the page it leads to."""
-    old = driver.find_element(By.TAG_NAME, "html")
+    """Clicks a submit button and waits for the page it leads to.
+
+    The old page is marked with a window property; the wait ends when a fully loaded document
+    without the mark is there. (Waiting for the old <html> element to go stale is not reliable:
+    while the navigation is under way chromedriver may answer "Node with given id does not
+    belong to the document" instead of "stale element", which Selenium's staleness_of does not
+    treat as stale.) Errors raised while the page is being replaced are retried until the time-out.
+    """
+    driver.execute_script("window.__aetherOldPage = true;")
     button.click()
-    WebDriverWait(driver, 15).until(EC.staleness_of(old))
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && !window.__aetherOldPage;"))
 
 
 def drawer(form_selector="details.drawer form"):
