@@ -16,7 +16,7 @@ use aether_domain::pricing::{CostBreakdown, TokenUsage};
 use aether_domain::{ApiFormat, AuditId, RequestId, Timestamp, TraceId, UserId};
 use aether_server::leader::LeaderConfig;
 use aether_store::db::Exec as _;
-use aether_store::{AdminRepo as _, UsageBatch, UsageRepo as _, UserRepo as _};
+use aether_store::{AdminRepo as _, RollupRepo as _, UsageBatch, UsageRepo as _, UserRepo as _};
 use common::{Opts, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -151,6 +151,15 @@ async fn the_leader_ages_out_each_class_and_restarts_quota_periods() {
         })
         .await
         .unwrap();
+    // Their hourly and daily rollups (as the rollup job writes them).
+    store
+        .rollup_hours(days_ago(41), Timestamp::now())
+        .await
+        .unwrap();
+    store
+        .rollup_days(days_ago(41), Timestamp::now())
+        .await
+        .unwrap();
     for (id, age) in [(compressed.id, 3), (stripped.id, 10)] {
         store
             .db()
@@ -189,8 +198,20 @@ async fn the_leader_ages_out_each_class_and_restarts_quota_periods() {
     let mut user = store.get_user(uid).await.unwrap().unwrap();
     user.quota_period = QuotaPeriod::Daily;
     user.period_started_at = QuotaPeriod::Daily.period_start(days_ago(2));
-    user.used_usd = "2.5".parse().unwrap();
     store.update_user(&user).await.unwrap();
+    // Spend counters only move atomically (billing), never through update_user: set it here.
+    store
+        .db()
+        .clone()
+        .execute(
+            "UPDATE users SET used_usd = $1 WHERE id = $2".into(),
+            aether_store::args![
+                "2.5".parse::<aether_domain::Usd>().unwrap().nanos(),
+                uid.to_string()
+            ],
+        )
+        .await
+        .unwrap();
 
     let detail = |id: RequestId| {
         let app = &app;
@@ -267,14 +288,50 @@ async fn the_leader_ages_out_each_class_and_restarts_quota_periods() {
     // deleted), so it ages out with the others.
     assert_eq!(detail(old_pending.id).await.0, StatusCode::NOT_FOUND);
     assert_eq!(detail(young.id).await.0, StatusCode::OK);
-
-    // The user's period ended: spend back to 0, the period starts today, lifetime kept.
-    let (_, got) = app.get(&format!("/api/admin/users/{uid}"), &admin).await;
-    assert_eq!(got["used_usd"], json!("0"), "{got}");
-    let got = store.get_user(uid).await.unwrap().unwrap();
+    // The hourly rollups of days past the usage retention go; the daily ones stay.
+    let rollups = |period: &'static str, older: bool| {
+        let store = store.clone();
+        async move {
+            let sql = if older {
+                "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM usage_rollups \
+                 WHERE period = $1 AND bucket_start < $2"
+            } else {
+                "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM usage_rollups \
+                 WHERE period = $1 AND bucket_start >= $2"
+            };
+            store
+                .db()
+                .clone()
+                .fetch_optional(
+                    sql.into(),
+                    aether_store::args![period, days_ago(30).millis()],
+                )
+                .await
+                .unwrap()
+                .unwrap()
+                .i64("n")
+                .unwrap()
+        }
+    };
+    eventually("the old hourly rollups go", || async {
+        rollups("hour", true).await == 0
+    })
+    .await;
+    assert!(rollups("hour", false).await >= 3, "young hours stay");
     assert_eq!(
-        got.period_started_at,
-        QuotaPeriod::Daily.period_start(Timestamp::now())
+        rollups("day", true).await,
+        2,
+        "old days stay: the finished and the pending record"
     );
+
+    // The user's period ended: spend back to 0, the period starts today (each job run
+    // resets it; the test's own write above may land after the first one).
+    eventually("the user's daily period restarts", || async {
+        let (_, got) = app.get(&format!("/api/admin/users/{uid}"), &admin).await;
+        let user = store.get_user(uid).await.unwrap().unwrap();
+        got["used_usd"] == json!("0")
+            && user.period_started_at == QuotaPeriod::Daily.period_start(Timestamp::now())
+    })
+    .await;
     app.stop().await;
 }

@@ -64,6 +64,10 @@ pub trait RetentionRepo: Send + Sync {
     async fn delete_traces(&self, before: Timestamp, batch: u32) -> Result<u64>;
     /// Deletes up to `batch` audit log entries created before `before`.
     async fn delete_audit(&self, before: Timestamp, batch: u32) -> Result<u64>;
+    /// Deletes the hourly rollups of the oldest hour that started before `before` (one
+    /// bucket per call, so one statement never holds more than an hour's groups); returns the
+    /// rows deleted, 0 when no such hour is left. Daily rollups are kept.
+    async fn delete_hourly_rollups(&self, before: Timestamp) -> Result<u64>;
     /// Starts the new quota period of every user and provider whose period ended by `now`:
     /// spend in the period back to 0, `period_started_at` to the start of the period `now`
     /// falls in. Idempotent; safe against concurrent billing (see the implementation).
@@ -257,6 +261,17 @@ impl RetentionRepo for SqlStore {
             "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
              WHERE created_at < $1 LIMIT $2)",
             args![before.millis(), limit(batch)],
+        )
+        .await
+    }
+
+    async fn delete_hourly_rollups(&self, before: Timestamp) -> Result<u64> {
+        // The primary key starts with (period, bucket_start): both the MIN and the delete are
+        // range reads of it.
+        self.run(
+            "DELETE FROM usage_rollups WHERE period = 'hour' AND bucket_start < $1 \
+             AND bucket_start = (SELECT MIN(bucket_start) FROM usage_rollups WHERE period = 'hour')",
+            args![before.millis()],
         )
         .await
     }

@@ -40,6 +40,7 @@ contract!(
     headers_can_go_before_bodies,
     usage_traces_and_audit_age_at_their_own_cutoffs,
     every_step_is_bounded_by_its_batch,
+    hourly_rollups_go_an_hour_at_a_time_and_days_stay,
     user_quota_periods_reset_once_at_the_boundary,
     provider_quota_periods_reset_on_their_own_grid,
 );
@@ -328,6 +329,55 @@ async fn usage_traces_and_audit_age_at_their_own_cutoffs(s: &SqlStore) {
     // Nothing left to age at these cutoffs.
     assert_eq!(s.delete_usage(days_ago(365), 100).await.unwrap(), 0);
     assert_eq!(s.delete_audit(days_ago(365), 100).await.unwrap(), 0);
+}
+
+/// Hourly rollups older than the cutoff go one hour bucket per call, oldest first; the daily
+/// rollups summed from them stay.
+async fn hourly_rollups_go_an_hour_at_a_time_and_days_stay(s: &SqlStore) {
+    let day =
+        |d: i64| Timestamp::from_millis((Timestamp::now().millis() / 86_400_000 - d) * 86_400_000);
+    // Records in three hours of a day 10 days back (two in the first hour) and one recent.
+    let old = day(10);
+    let records = vec![
+        record(UsageStatus::Completed, old.plus_secs(60)),
+        record(UsageStatus::Completed, old.plus_secs(120)),
+        record(UsageStatus::Completed, old.plus_secs(3600 + 60)),
+        record(UsageStatus::Failed, old.plus_secs(5 * 3600)),
+        record(UsageStatus::Completed, day(1).plus_secs(60)),
+    ];
+    s.write_batch(&UsageBatch {
+        records,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.rollup_hours(day(11), day(0)).await.unwrap();
+    s.rollup_days(day(11), day(0)).await.unwrap();
+    let hours = "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_rollups WHERE period = 'hour'";
+    let day_requests = "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM usage_rollups WHERE period = 'day'";
+    assert_eq!(
+        count(s, hours).await,
+        4,
+        "one group per hour: three old hours and a recent one"
+    );
+    assert_eq!(count(s, day_requests).await, 5);
+
+    let cutoff = day(5);
+    assert_eq!(
+        s.delete_hourly_rollups(cutoff).await.unwrap(),
+        1,
+        "the oldest hour's one group"
+    );
+    assert_eq!(count(s, hours).await, 3);
+    assert_eq!(s.delete_hourly_rollups(cutoff).await.unwrap(), 1);
+    assert_eq!(s.delete_hourly_rollups(cutoff).await.unwrap(), 1);
+    assert_eq!(
+        s.delete_hourly_rollups(cutoff).await.unwrap(),
+        0,
+        "the recent hour stays"
+    );
+    assert_eq!(count(s, hours).await, 1);
+    assert_eq!(count(s, day_requests).await, 5, "daily rollups are kept");
 }
 
 async fn every_step_is_bounded_by_its_batch(s: &SqlStore) {

@@ -179,12 +179,19 @@ async fn usage_overview(c: &Console, v: &Viewer) -> minijinja::Value {
         ..UsageQuery::default()
     }
     .into_filter();
-    let summary = c.admin.usage_summary_by_days(&actor, &f).await.ok();
-    let days = c
-        .admin
-        .usage_breakdown_by_days(&actor, &f, UsageGroupBy::Day)
-        .await
-        .unwrap_or_default();
+    // Independent reads, run side by side.
+    let (summary, days, models) = tokio::join!(
+        c.admin.usage_summary_by_days(&actor, &f),
+        c.admin
+            .usage_breakdown_by_days(&actor, &f, UsageGroupBy::Day),
+        c.admin
+            .usage_breakdown_by_days(&actor, &f, UsageGroupBy::Model),
+    );
+    let (summary, days, models) = (
+        summary.ok(),
+        days.unwrap_or_default(),
+        models.unwrap_or_default(),
+    );
     // Every one of the 30 days on the chart's axis, quiet days included.
     let days: Vec<_> = (today - 29..=today)
         .map(|d| {
@@ -205,11 +212,6 @@ async fn usage_overview(c: &Console, v: &Viewer) -> minijinja::Value {
             )
         })
         .collect();
-    let models = c
-        .admin
-        .usage_breakdown_by_days(&actor, &f, UsageGroupBy::Model)
-        .await
-        .unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]
     let requests_chart = super::usage::daily_svg(
         &days,

@@ -56,14 +56,15 @@ struct Filters {
 
 impl Filters {
     fn query(&self) -> UsageQuery {
+        // Whole UTC days, today included: the totals and breakdowns then read finished days
+        // from the daily rollups (the list and the heatmap read the records).
         let days = i64::from(self.days.unwrap_or(7).clamp(1, 366));
+        let today = Timestamp::now().millis() / 86_400_000;
         UsageQuery {
             model: Some(self.model.trim().to_string()).filter(|m| !m.is_empty()),
             status: self.status.parse().ok(),
             api_format: self.api_format.parse::<ApiFormat>().ok(),
-            since: Some(Timestamp::from_millis(
-                Timestamp::now().millis() - days * 86_400_000,
-            )),
+            since: Some(Timestamp::from_millis((today - days + 1) * 86_400_000)),
             ..UsageQuery::default()
         }
     }
@@ -266,25 +267,26 @@ async fn list(c: &Console, v: &Viewer, f: &Filters, admin: bool) -> Response {
         limit: PAGE_SIZE,
         offset: (n - 1) * PAGE_SIZE,
     };
-    let records = c.admin.list_usage(&actor, &filter, page).await;
-    let summary = c.admin.usage_summary(&actor, &filter).await;
-    let heat = c.admin.usage_heatmap(&actor, &filter).await;
-    let by_model = c
-        .admin
-        .usage_breakdown(&actor, &filter, UsageGroupBy::Model)
-        .await;
-    let by_format = c
-        .admin
-        .usage_breakdown(&actor, &filter, UsageGroupBy::Format)
-        .await;
-    let by_provider = if admin {
+    // The page's queries are independent: they run side by side, each on its own connection.
+    let (records, summary, heat, by_model, by_format, by_provider) = tokio::join!(
+        c.admin.list_usage(&actor, &filter, page),
+        c.admin.usage_summary_by_days(&actor, &filter),
+        c.admin.usage_heatmap(&actor, &filter),
         c.admin
-            .usage_breakdown(&actor, &filter, UsageGroupBy::Provider)
-            .await
-            .ok()
-    } else {
-        None
-    };
+            .usage_breakdown_by_days(&actor, &filter, UsageGroupBy::Model),
+        c.admin
+            .usage_breakdown_by_days(&actor, &filter, UsageGroupBy::Format),
+        async {
+            if admin {
+                c.admin
+                    .usage_breakdown_by_days(&actor, &filter, UsageGroupBy::Provider)
+                    .await
+                    .ok()
+            } else {
+                None
+            }
+        },
+    );
     let (items, total, capped) = match records {
         Ok(p) => (p.items, p.total, p.total_capped),
         Err(e) => {

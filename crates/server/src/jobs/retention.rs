@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aether_domain::Timestamp;
 use aether_store::StoreError;
+use aether_store::rollups::Granularity;
 
 /// Rows one delete/update statement changes at most.
 const BATCH: u32 = 5000;
@@ -18,6 +19,9 @@ const BATCH: u32 = 5000;
 const COMPRESS_BATCH: u32 = 500;
 /// Batches per class per run.
 const MAX_BATCHES: u32 = 20;
+/// Hours of hourly rollups deleted per run at most: twice what the rollup job adds in the
+/// same minute, so a backlog shrinks.
+const MAX_HOURS: u32 = 96;
 /// Pause between full batches, so other writers (on SQLite, the one writer) get their turn.
 const PAUSE: Duration = Duration::from_millis(20);
 
@@ -48,6 +52,25 @@ pub async fn run(admin: &aether_admin::Admin, store: &aether_store::DynStore) {
         store.delete_usage(usage, n)
     })
     .await;
+    // Hourly rollups go with the records they sum, at whole days (a day's hours go
+    // together); daily rollups stay, so the dashboards keep their history. An hour whose
+    // records are gone can no longer be recomputed anyway.
+    let hours = Granularity::Day.floor(usage);
+    let mut pruned = 0u64;
+    for _ in 0..MAX_HOURS {
+        match store.delete_hourly_rollups(hours).await {
+            Ok(0) => break,
+            Ok(n) => pruned += n,
+            Err(e) => {
+                tracing::warn!(error = %e, what = "hourly rollups deleted", "retention step failed");
+                break;
+            }
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    if pruned > 0 {
+        tracing::info!(rows = pruned, what = "hourly rollups deleted", "retention");
+    }
     let traces = cutoff(now, days("traces"));
     drain("attempt traces deleted", BATCH, |n| {
         store.delete_traces(traces, n)
