@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+#[macro_use]
+mod backends;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,29 +14,6 @@ use aether_domain::pricing::{CostBreakdown, PriceTier, TieredPricing, TokenUsage
 use aether_domain::*;
 use aether_store::*;
 use serde_json::json;
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let t = aether_store::testing::TestStore::new(aether_store::Backend::Sqlite).await.expect("sqlite");
-                super::$name(&t.store).await;
-                t.teardown().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let t = aether_store::testing::TestStore::new(aether_store::Backend::Postgres)
-                    .await
-                    .expect("PostgreSQL must be reachable at AETHER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test)");
-                super::$name(&t.store).await;
-                t.teardown().await;
-            })*
-        }
-    };
-}
 
 contract!(
     migrations_are_idempotent,

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+#[macro_use]
+mod backends;
+
 use aether_domain::entities::*;
 use aether_domain::pricing::{CostBreakdown, TokenUsage};
 use aether_domain::*;
@@ -11,29 +14,6 @@ use aether_store::db::Exec as _;
 use aether_store::retention::QuotaResets;
 use aether_store::*;
 use serde_json::json;
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let t = aether_store::testing::TestStore::new(aether_store::Backend::Sqlite).await.expect("sqlite");
-                super::$name(&t.store).await;
-                t.teardown().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let t = aether_store::testing::TestStore::new(aether_store::Backend::Postgres)
-                    .await
-                    .expect("PostgreSQL must be reachable at AETHER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test)");
-                super::$name(&t.store).await;
-                t.teardown().await;
-            })*
-        }
-    };
-}
 
 contract!(
     bodies_compress_then_drop_and_headers_age_on_their_own,

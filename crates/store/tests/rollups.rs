@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+#[macro_use]
+mod backends;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,29 +16,6 @@ use aether_domain::pricing::{CostBreakdown, TokenUsage};
 use aether_domain::*;
 use aether_store::rollups::{Granularity, ROLLUP_FIGURES, RollupQuery, RollupRow};
 use aether_store::*;
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let t = aether_store::testing::TestStore::new(aether_store::Backend::Sqlite).await.expect("sqlite");
-                super::$name(&t.store).await;
-                t.teardown().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let t = aether_store::testing::TestStore::new(aether_store::Backend::Postgres)
-                    .await
-                    .expect("PostgreSQL must be reachable at AETHER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test)");
-                super::$name(&t.store).await;
-                t.teardown().await;
-            })*
-        }
-    };
-}
 
 contract!(
     rollups_equal_a_direct_aggregate,
