@@ -182,8 +182,29 @@ impl FromStr for Usd {
 }
 
 impl fmt::Display for Usd {
+    /// The normalized decimal (`"0.00003"`, `"1.5"`, `"0"`). Every usage record and journal
+    /// entry formats a dozen of these, so the plain case is written from the integer directly;
+    /// width, precision or sign flags go through `Decimal` (same text, tested against it).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.to_decimal(), f)
+        if f.precision().is_some() || f.width().is_some() || f.sign_plus() || f.alternate() {
+            return fmt::Display::fmt(&self.to_decimal(), f);
+        }
+        let abs = self.0.unsigned_abs();
+        let whole = abs / NANOS_PER_USD.unsigned_abs();
+        let mut frac = abs % NANOS_PER_USD.unsigned_abs();
+        if self.0 < 0 {
+            f.write_str("-")?;
+        }
+        write!(f, "{whole}")?;
+        if frac != 0 {
+            let mut digits = 9;
+            while frac.is_multiple_of(10) {
+                frac /= 10;
+                digits -= 1;
+            }
+            write!(f, ".{frac:0digits$}")?;
+        }
+        Ok(())
     }
 }
 
@@ -354,6 +375,43 @@ impl<'de> Deserialize<'de> for Multiplier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_is_the_normalized_decimal() {
+        let mut values = vec![
+            0,
+            1,
+            -1,
+            9,
+            10,
+            100_000_000,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            -1_500_000_000,
+            30_000,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        // A deterministic spread over every magnitude and trailing-zero count.
+        let mut x: i64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let zeros = u32::try_from(x.rem_euclid(12)).unwrap();
+            values.push((x / 10_i64.pow(zeros)) * 10_i64.pow(zeros) / 1000);
+        }
+        for v in values {
+            let u = Usd::from_nanos(v);
+            assert_eq!(u.to_string(), u.to_decimal().to_string(), "{v}");
+        }
+        // Flags still mean what they mean for a decimal.
+        let u = Usd::from_nanos(1_234_500_000);
+        assert_eq!(format!("{u:.2}"), format!("{:.2}", u.to_decimal()));
+        assert_eq!(format!("{u:>8}"), "  1.2345");
+    }
 
     #[test]
     fn parses_strings_and_numbers_exactly() {
