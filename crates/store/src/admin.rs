@@ -11,7 +11,7 @@ use crate::SqlStore;
 use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::{Result, StoreError};
-use crate::sql::{Filter, Page, Paged, j, json, like_pattern, opt_parse, opt_ts, parse, ts};
+use crate::sql::{Count, Filter, Page, Paged, j, json, like_pattern, opt_parse, opt_ts, parse, ts};
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -193,20 +193,16 @@ impl AdminRepo for SqlStore {
         if let Some(since) = af.since {
             f.cond("created_at >= {}", since.millis());
         }
-        let (rows, total, total_capped) = f
-            .page_capped(
-                &mut self.db.clone(),
-                AUDIT_COLS,
-                "audit_log",
-                "created_at DESC, id DESC",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(audit_from_row).collect::<Result<_>>()?,
-            total,
-            total_capped,
-        })
+        f.page(
+            &mut self.db.clone(),
+            AUDIT_COLS,
+            "audit_log",
+            "created_at DESC, id DESC",
+            page,
+            Count::Ahead,
+        )
+        .await?
+        .decode(audit_from_row)
     }
 
     async fn insert_announcement(&self, a: &Announcement) -> Result<()> {
@@ -288,20 +284,16 @@ impl AdminRepo for SqlStore {
                 now.millis(),
             );
         }
-        let (rows, total) = f
-            .page(
-                &mut self.db.clone(),
-                ANN_COLS,
-                "announcements",
-                "is_pinned DESC, priority DESC, created_at DESC",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(ann_from_row).collect::<Result<_>>()?,
-            total,
-            total_capped: false,
-        })
+        f.page(
+            &mut self.db.clone(),
+            ANN_COLS,
+            "announcements",
+            "is_pinned DESC, priority DESC, created_at DESC",
+            page,
+            Count::Exact,
+        )
+        .await?
+        .decode(ann_from_row)
     }
 
     async fn delete_announcement(&self, id: AnnouncementId) -> Result<bool> {

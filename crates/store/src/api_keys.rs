@@ -9,8 +9,8 @@ use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::{Result, StoreError};
 use crate::sql::{
-    Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_parse, opt_ts, opt_u32, parse,
-    ts, usd,
+    Count, Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_parse, opt_ts, opt_u32,
+    parse, ts, usd,
 };
 
 /// Filters for listing keys.
@@ -206,20 +206,16 @@ impl ApiKeyRepo for SqlStore {
         if let Some(s) = kf.search.as_deref().filter(|s| !s.trim().is_empty()) {
             f.cond("LOWER(name) LIKE {} ESCAPE '\\'", like_pattern(s.trim()));
         }
-        let (rows, total) = f
-            .page(
-                &mut self.db.clone(),
-                COLS,
-                "api_keys",
-                "created_at DESC, id DESC",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(from_row).collect::<Result<_>>()?,
-            total,
-            total_capped: false,
-        })
+        f.page(
+            &mut self.db.clone(),
+            COLS,
+            "api_keys",
+            "created_at DESC, id DESC",
+            page,
+            Count::Exact,
+        )
+        .await?
+        .decode(from_row)
     }
 
     async fn delete_api_key(&self, id: ApiKeyId) -> Result<bool> {
@@ -302,20 +298,16 @@ impl ApiKeyRepo for SqlStore {
     async fn list_ledger(&self, id: ApiKeyId, page: Page) -> Result<Paged<LedgerEntry>> {
         let mut f = Filter::new();
         f.cond("api_key_id = {}", id.to_string());
-        let (rows, total) = f
-            .page(
-                &mut self.db.clone(),
-                LEDGER_COLS,
-                "balance_ledger",
-                "created_at DESC, id DESC",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(ledger_from_row).collect::<Result<_>>()?,
-            total,
-            total_capped: false,
-        })
+        f.page(
+            &mut self.db.clone(),
+            LEDGER_COLS,
+            "balance_ledger",
+            "created_at DESC, id DESC",
+            page,
+            Count::Exact,
+        )
+        .await?
+        .decode(ledger_from_row)
     }
 
     async fn record_key_use(&self, id: ApiKeyId, cost: Usd, at: Timestamp) -> Result<()> {

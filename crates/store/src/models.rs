@@ -8,7 +8,9 @@ use crate::SqlStore;
 use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::Result;
-use crate::sql::{Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_usd, parse, ts};
+use crate::sql::{
+    Count, Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_usd, parse, ts,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct GlobalModelFilter {
@@ -244,14 +246,16 @@ impl ModelRepo for SqlStore {
         if let Some(a) = gf.is_active {
             f.cond("is_active = {}", a);
         }
-        let (rows, total) = f
-            .page(&mut self.db.clone(), G_COLS, "global_models", "name", page)
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(global_from_row).collect::<Result<_>>()?,
-            total,
-            total_capped: false,
-        })
+        f.page(
+            &mut self.db.clone(),
+            G_COLS,
+            "global_models",
+            "name",
+            page,
+            Count::Exact,
+        )
+        .await?
+        .decode(global_from_row)
     }
 
     async fn delete_global_model(&self, id: GlobalModelId) -> Result<bool> {

@@ -9,8 +9,8 @@ use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::Result;
 use crate::sql::{
-    Filter, Page, Paged, i32_, j, json, like_pattern, oj, opt_i32, opt_json, opt_ts, opt_u32,
-    opt_usd, parse, ts, u32_, usd,
+    Count, Filter, Page, Paged, i32_, j, json, like_pattern, oj, opt_i32, opt_json, opt_ts,
+    opt_u32, opt_usd, parse, ts, u32_, usd,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -332,20 +332,16 @@ impl ProviderRepo for SqlStore {
         if let Some(a) = pf.is_active {
             f.cond("is_active = {}", a);
         }
-        let (rows, total) = f
-            .page(
-                &mut self.db.clone(),
-                P_COLS,
-                "providers",
-                "provider_priority, name",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(provider_from_row).collect::<Result<_>>()?,
-            total,
-            total_capped: false,
-        })
+        f.page(
+            &mut self.db.clone(),
+            P_COLS,
+            "providers",
+            "provider_priority, name",
+            page,
+            Count::Exact,
+        )
+        .await?
+        .decode(provider_from_row)
     }
 
     async fn delete_provider(&self, id: ProviderId) -> Result<bool> {

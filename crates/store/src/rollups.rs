@@ -376,16 +376,16 @@ fn run_window(
     max_hours: u32,
     watermark: Option<Timestamp>,
 ) -> (Timestamp, Timestamp) {
-    let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
     let max_ms = i64::from(max_hours.max(1)).saturating_mul(HOUR_MS);
-    let settled = settled_end(now, settle_ms);
+    let settled = settled_end(now, settle);
     let start = watermark.map_or(settled, |w| Granularity::Hour.floor(w).millis());
     let to = settled.min(start.saturating_add(max_ms)).max(start);
     (Timestamp::from_millis(start), Timestamp::from_millis(to))
 }
 
-/// The end of the last settled hour: hours before it ended at least `settle_ms` ago.
-fn settled_end(now: Timestamp, settle_ms: i64) -> i64 {
+/// The end of the last settled hour: hours before it ended at least `settle` ago.
+fn settled_end(now: Timestamp, settle: Duration) -> i64 {
+    let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
     Granularity::Hour
         .floor(Timestamp::from_millis(
             now.millis().saturating_sub(settle_ms),
@@ -629,8 +629,7 @@ impl RollupRepo for SqlStore {
             to,
             rows,
             watermark: done,
-            behind: done.millis()
-                < settled_end(now, i64::try_from(settle.as_millis()).unwrap_or(i64::MAX)),
+            behind: done.millis() < settled_end(now, settle),
         })
     }
 

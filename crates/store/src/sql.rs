@@ -153,6 +153,26 @@ pub struct Paged<T> {
     pub total_capped: bool,
 }
 
+/// How a page counts the rows matching its filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// Every match (tables that stay small: users, keys, providers, models…).
+    Exact,
+    /// At most [`COUNT_AHEAD`] rows past the end of the page (tables that grow without bound).
+    Ahead,
+}
+
+impl Paged<Row> {
+    /// Decodes every row of the page.
+    pub(crate) fn decode<T>(self, f: impl Fn(&Row) -> Result<T>) -> Result<Paged<T>> {
+        Ok(Paged {
+            items: self.items.iter().map(f).collect::<Result<_>>()?,
+            total: self.total,
+            total_capped: self.total_capped,
+        })
+    }
+}
+
 /// How many rows past the end of the requested page a capped count looks for. Counting every
 /// match of a filter over millions of rows costs a full scan (hundreds of milliseconds at five
 /// million usage records); a pager needs only to know that more pages follow.
@@ -193,7 +213,7 @@ impl Filter {
     }
 
     /// Runs `SELECT <cols> FROM <from> WHERE … ORDER BY … LIMIT … OFFSET …` and the matching
-    /// count.
+    /// count, exact or capped ([`Count`]).
     pub(crate) async fn page<E: Exec>(
         self,
         ex: &mut E,
@@ -201,37 +221,16 @@ impl Filter {
         from: &'static str,
         order_by: &'static str,
         page: Page,
-    ) -> Result<(Vec<Row>, i64)> {
-        let (rows, total, _) = self.paged(ex, select, from, order_by, page, None).await?;
-        Ok((rows, total))
-    }
-
-    /// [`Filter::page`] for tables that grow without bound: the count stops [`COUNT_AHEAD`]
-    /// rows past the end of the page. Returns the rows, the count and whether it was capped.
-    pub(crate) async fn page_capped<E: Exec>(
-        self,
-        ex: &mut E,
-        select: &'static str,
-        from: &'static str,
-        order_by: &'static str,
-        page: Page,
-    ) -> Result<(Vec<Row>, i64, bool)> {
-        let cap = i64::from(page.offset)
-            .saturating_add(i64::from(page.limit))
-            .saturating_add(i64::from(COUNT_AHEAD));
-        self.paged(ex, select, from, order_by, page, Some(cap))
-            .await
-    }
-
-    async fn paged<E: Exec>(
-        self,
-        ex: &mut E,
-        select: &'static str,
-        from: &'static str,
-        order_by: &'static str,
-        page: Page,
-        cap: Option<i64>,
-    ) -> Result<(Vec<Row>, i64, bool)> {
+        count: Count,
+    ) -> Result<Paged<Row>> {
+        let cap = match count {
+            Count::Exact => None,
+            Count::Ahead => Some(
+                i64::from(page.offset)
+                    .saturating_add(i64::from(page.limit))
+                    .saturating_add(i64::from(COUNT_AHEAD)),
+            ),
+        };
         let w = self.where_sql();
         let (count_sql, count_args) = match cap {
             None => (
@@ -269,8 +268,12 @@ impl Filter {
             n + 1,
             n + 2
         );
-        let rows = ex.fetch_all(Cow::Owned(sql), args).await?;
-        Ok((rows, total, capped))
+        let items = ex.fetch_all(Cow::Owned(sql), args).await?;
+        Ok(Paged {
+            items,
+            total,
+            total_capped: capped,
+        })
     }
 
     /// Runs `SELECT <cols> FROM <from> WHERE … ORDER BY …` without paging.

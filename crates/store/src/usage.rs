@@ -19,7 +19,9 @@ use crate::SqlStore;
 use crate::args;
 use crate::db::{Arg, Backend, Exec, Row};
 use crate::error::Result;
-use crate::sql::{Filter, Page, Paged, oj, opt_json, opt_parse, opt_u32, parse, ts, u32_, usd};
+use crate::sql::{
+    Count, Filter, Page, Paged, oj, opt_json, opt_parse, opt_u32, parse, ts, u32_, usd,
+};
 
 /// Which usage records a listing or an aggregate covers; every field narrows (`None` = any).
 #[derive(Debug, Clone, Default)]
@@ -798,20 +800,16 @@ impl UsageRepo for SqlStore {
         for (template, arg) in usage_conditions(uf) {
             f.cond(template, arg);
         }
-        let (rows, total, total_capped) = f
-            .page_capped(
-                &mut self.db.clone(),
-                COLS,
-                "usage_records",
-                "created_at DESC, id DESC",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(from_row).collect::<Result<_>>()?,
-            total,
-            total_capped,
-        })
+        f.page(
+            &mut self.db.clone(),
+            COLS,
+            "usage_records",
+            "created_at DESC, id DESC",
+            page,
+            Count::Ahead,
+        )
+        .await?
+        .decode(from_row)
     }
 
     async fn get_usage_bodies(&self, id: RequestId) -> Result<Option<UsageBodies>> {

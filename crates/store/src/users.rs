@@ -9,7 +9,8 @@ use crate::args;
 use crate::db::{Exec, Row};
 use crate::error::Result;
 use crate::sql::{
-    Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_ts, opt_usd, parse, ts, usd,
+    Count, Filter, Page, Paged, j, json, like_pattern, oj, opt_json, opt_ts, opt_usd, parse, ts,
+    usd,
 };
 
 /// Filters for listing users.
@@ -171,20 +172,16 @@ impl UserRepo for SqlStore {
         if let Some(a) = uf.is_active {
             f.cond("is_active = {}", a);
         }
-        let (rows, total) = f
-            .page(
-                &mut self.db.clone(),
-                COLS,
-                "users",
-                "created_at DESC, id DESC",
-                page,
-            )
-            .await?;
-        Ok(Paged {
-            items: rows.iter().map(from_row).collect::<Result<_>>()?,
-            total,
-            total_capped: false,
-        })
+        f.page(
+            &mut self.db.clone(),
+            COLS,
+            "users",
+            "created_at DESC, id DESC",
+            page,
+            Count::Exact,
+        )
+        .await?
+        .decode(from_row)
     }
 
     async fn delete_user(&self, id: UserId) -> Result<bool> {

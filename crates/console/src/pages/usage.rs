@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use aether_admin::service::usage::{UsageGroupBy, UsageHeatCell, UsageQuery};
 use aether_domain::entities::{AttemptTrace, TraceStatus};
 use aether_domain::{ApiFormat, RequestId, Timestamp};
+use aether_store::rollups::Granularity;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -59,12 +60,12 @@ impl Filters {
         // Whole UTC days, today included: the totals and breakdowns then read finished days
         // from the daily rollups (the list and the heatmap read the records).
         let days = i64::from(self.days.unwrap_or(7).clamp(1, 366));
-        let today = Timestamp::now().millis() / 86_400_000;
+        let today = Granularity::Day.floor(Timestamp::now());
         UsageQuery {
             model: Some(self.model.trim().to_string()).filter(|m| !m.is_empty()),
             status: self.status.parse().ok(),
             api_format: self.api_format.parse::<ApiFormat>().ok(),
-            since: Some(Timestamp::from_millis((today - days + 1) * 86_400_000)),
+            since: Some(today.plus_secs(-(days - 1) * 86_400)),
             ..UsageQuery::default()
         }
     }
