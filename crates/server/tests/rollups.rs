@@ -357,6 +357,25 @@ async fn the_dashboard_reads_finished_days_from_the_rollups_and_today_from_the_r
         .collect();
     assert_eq!(per_day.len(), 2, "{per_day:?}");
     assert!(per_day.iter().all(|(_, n)| *n == 1), "{per_day:?}");
+
+    // A user's own whole-day summary reads the rollups scoped to them: the owner sees both
+    // requests, another account (the admin acting as a user) none.
+    let mine = format!("/api/users/me/usage/summary?since={since}&whole_days=true");
+    let owner = app.login("dash@example.com", "user-password-1").await;
+    let (status, own) = app
+        .get(&mine, owner["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(
+        own["requests"], 2,
+        "the owner's rolled-up day counts: {own}"
+    );
+    let (status, other) = app.get(&mine, &admin).await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    assert_eq!(
+        other["requests"], 0,
+        "another account's rollups stay out: {other}"
+    );
     app.stop().await;
 }
 
